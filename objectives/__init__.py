@@ -1,0 +1,1 @@
+"""What a trial does (distil -> prune -> quantize -> export) and how it is measured."""

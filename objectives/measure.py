@@ -1,0 +1,98 @@
+"""The one measurement protocol: quality on the test split, batch-1 latency, batch throughput, size."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score
+
+from study.config import MeasureSettings
+from study.training import Encoded, macro_f1, ordered_batches, pad_batch, train_threads
+
+
+@dataclass(frozen=True)
+class Quality:
+    macro_f1: float
+    accuracy: float
+    predictions: np.ndarray
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Timings in the serving runtime, at ``threads`` intra-op threads."""
+
+    latency_ms: float  # median ms per example at batch size 1
+    latency_iqr_ms: float  # interquartile range of those calls
+    throughput_per_s: float  # examples per second at ``batch_size``, dynamic padding
+    batch_size: int
+    threads: int
+    runtime: str
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"latency_ms": self.latency_ms, "latency_iqr_ms": self.latency_iqr_ms,
+                "throughput_per_s": self.throughput_per_s}
+
+
+def evaluate(predictor, test: Encoded, labels: np.ndarray, pad_id: int, batch_size: int = 64) -> Quality:
+    """Macro-F1 and accuracy of the served model on every test example (all cores, no timing)."""
+    predictor.set_threads(train_threads())
+    order = np.argsort(test.lengths(), kind="stable")
+    predictions = np.zeros(len(test), dtype=np.int64)
+    for batch in ordered_batches(len(order), batch_size):
+        index = order[batch]
+        ids, mask = pad_batch(test, index, pad_id)
+        predictions[index] = predictor.logits(ids, mask).argmax(axis=1)
+    return Quality(macro_f1(labels, predictions), float(accuracy_score(labels, predictions)), predictions)
+
+
+def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettings) -> Speed:
+    """Batch-1 latency over real test texts (their own lengths) and batch throughput, after warm-up.
+
+    The first ``latency_examples`` test texts are each timed once at batch size 1 (the median is
+    reported); throughput times ``throughput_batches`` consecutive batches of ``throughput_batch_size``
+    test texts, each padded to its longest text.
+    """
+    predictor.set_threads(settings.threads)
+    n = min(settings.latency_examples, len(test))
+    singles = [pad_batch(test, np.array([i]), pad_id) for i in range(n)]
+    for i in range(settings.warmup):
+        predictor.logits(*singles[i % n])
+    times = []
+    for ids, mask in singles:
+        start = time.perf_counter()
+        predictor.logits(ids, mask)
+        times.append((time.perf_counter() - start) * 1000.0)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
+    bs = settings.throughput_batch_size
+    batches = [pad_batch(test, np.arange(s, min(s + bs, len(test))), pad_id)
+               for s in range(0, min(len(test), bs * settings.throughput_batches), bs)]
+    predictor.logits(*batches[0])  # warm-up at this shape
+    start = time.perf_counter()
+    for ids, mask in batches:
+        predictor.logits(ids, mask)
+    elapsed = time.perf_counter() - start
+    examples = sum(len(ids) for ids, _ in batches)
+    return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1, throughput_per_s=examples / elapsed,
+                 batch_size=bs, threads=settings.threads, runtime=predictor.runtime)
+
+
+def machine_facts() -> dict[str, str]:
+    """Where the timings were taken (logged with every run)."""
+    import onnxruntime
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": str(train_threads()), "torch_version": torch.__version__,
+            "onnxruntime_version": onnxruntime.__version__, "python_version": platform.python_version()}

@@ -1,0 +1,58 @@
+"""Runtimes that serve a compressed model: PyTorch eager and ONNX Runtime, one small interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class TorchPredictor:
+    """Serve a PyTorch model (fp32 or dynamically quantized) with a fixed intra-op thread count."""
+
+    runtime = "pytorch"
+
+    def __init__(self, model: torch.nn.Module, threads: int = 1):
+        self.model = model.eval()
+        self.threads = threads
+
+    def set_threads(self, threads: int) -> None:
+        self.threads = threads
+
+    @torch.inference_mode()
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
+        return out.logits.float().numpy()
+
+
+class OnnxPredictor:
+    """Serve an ONNX file with ONNX Runtime's CPU provider, full graph optimisation, fixed threads."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int = 1):
+        self.path = Path(path)
+        self.threads = threads
+        self._session = self._make_session(threads)
+
+    def _make_session(self, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+
+    def set_threads(self, threads: int) -> None:
+        if threads != self.threads:
+            self._session = self._make_session(threads)
+            self.threads = threads
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self._session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})[0]

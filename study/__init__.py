@@ -1,0 +1,1 @@
+"""Command line, configuration and orchestration of compression studies."""

@@ -1,0 +1,100 @@
+"""Typed settings of a study: defaults here, ``--quick`` overrides, CLI flags last."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from study.errors import UserError
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_TEACHER = "scratch-base"
+DEFAULT_STUDENTS = ("scratch-small", "scratch-tiny")
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a model (teacher or student) is trained: the paper's recipe, scaled for CPUs."""
+
+    max_epochs: int = 20  # the paper: up to 20 epochs
+    patience: int = 3  # early stopping on validation macro-F1, the paper's patience
+    batch_size: int = 32  # the paper used 8; 32 keeps 2 CPU cores busy
+    max_length: int = 128  # tokens; UBMEC's median text is 15 words
+    learning_rate_scratch: float = 5e-4  # for models initialised from scratch
+    learning_rate_pretrained: float = 5e-5  # for fine-tuning pretrained checkpoints
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_train_examples: int | None = None  # None: the whole training part
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """One latency/throughput protocol for every model (see objectives/measure.py)."""
+
+    threads: int = 1  # intra-op threads of the serving runtime during timing
+    warmup: int = 10  # untimed calls before timing
+    latency_examples: int = 100  # batch-1 calls timed, drawn from the test split in order
+    throughput_batch_size: int = 32
+    throughput_batches: int = 10
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything one invocation of ``python -m study.run`` needs, resolved once."""
+
+    objective: str = "pareto"
+    data: Path | None = None
+    text_col: str | None = None
+    label_col: str | None = None
+    teacher: str = DEFAULT_TEACHER
+    students: tuple[str, ...] = DEFAULT_STUDENTS
+    n_trials: int = 20
+    timeout: float | None = None
+    study_name: str = "compression"
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    seed: int = 42
+    sampler: str = "nsga2"
+    space: str = "default"
+    quick: bool = False
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    train: TrainSettings = field(default_factory=TrainSettings)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    test_size: float = 0.3  # the paper's 70/30 split
+    validation_size: float = 0.1  # carved from the training part, for early stopping
+    max_failures: int | None = None  # consecutive failed trials before giving up; None: n_trials
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if not self.students:
+            raise UserError("--students needs at least one student model")
+        if len(set(self.students)) != len(self.students):
+            raise UserError(f"--students lists a model twice: {','.join(self.students)}")
+        if not self.study_name or any(c in self.study_name for c in "/\\ "):
+            raise UserError(f"--study-name must be a non-empty name without spaces or slashes, got {self.study_name!r}")
+        if self.measure.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
+
+
+def quick_overrides(cfg: StudyConfig) -> StudyConfig:
+    """Shrink training and measurement so a few-trial study runs in minutes on 2 CPU cores."""
+    train = replace(cfg.train, max_epochs=3, patience=1, max_length=64, max_train_examples=3000)
+    measure = replace(cfg.measure, warmup=5, latency_examples=40, throughput_batches=4)
+    return replace(cfg, train=train, measure=measure)
+
+
+def default_cache_dir() -> Path:
+    """Teacher checkpoints and logits live here, outside the repository and ``shared/``."""
+    env = os.environ.get("STUDY_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bert-compress-study"

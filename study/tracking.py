@@ -1,0 +1,132 @@
+"""The one door to MLflow: experiment per study, parent run per pair study, nested run per trial."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from study.errors import UserError
+
+ROLE = "role"
+STUDY_TAG = "optuna.study_name"
+TRIAL_TAG = "optuna.trial_number"
+PARETO_TAG = "pareto"
+RUN_ID_ATTR = "mlflow_run_id"  # Optuna trial user attribute holding the trial's MLflow run id
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working directory), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+def ensure_sqlite_parent(uri: str) -> None:
+    path = sqlite_path(uri)
+    if path is not None and str(path) not in ("", ":memory:"):
+        path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store live beside the database, in ``artifacts/`` (under mlruns/)."""
+    path = sqlite_path(uri)
+    if path is None or str(path) in ("", ":memory:"):
+        return None
+    return (path.expanduser().resolve().parent / "artifacts").as_uri()
+
+
+class Tracker:
+    """Writes studies and trials to an MLflow tracking store through ``MlflowClient``."""
+
+    def __init__(self, tracking_uri: str):
+        scheme = urlparse(tracking_uri).scheme
+        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql",
+                          "http", "https", "file", "databricks", ""):
+            raise UserError(f"--tracking-uri {tracking_uri!r}: unsupported scheme {scheme!r}")
+        ensure_sqlite_parent(tracking_uri)
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def check(self) -> None:
+        """Reach the store once, so that a wrong URI fails before anything is created."""
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            raise UserError(f"MLflow tracking store {self.uri!r} is not reachable: {exc}") from None
+
+    def experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        root = artifact_root(self.uri)
+        return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+
+    def study_run(self, experiment_id: str, study_name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+        """The parent run of a pair study: reopened when the study is resumed, created otherwise."""
+        runs = self.client.search_runs([experiment_id], filter_string=(
+            f"tags.{ROLE} = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"), max_results=1)
+        if runs:
+            run_id = runs[0].info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(experiment_id, run_name=study_name,
+                                     tags={ROLE: "study", STUDY_TAG: study_name, **tags})
+        self._log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def start_trial(self, experiment_id: str, parent_id: str, study_name: str, number: int,
+                    params: dict[str, Any], tags: dict[str, str]) -> str:
+        run = self.client.create_run(experiment_id, run_name=f"trial-{number}", tags={
+            MLFLOW_PARENT_RUN_ID: parent_id, ROLE: "trial", STUDY_TAG: study_name, TRIAL_TAG: str(number), **tags})
+        self._log(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def finish_trial(self, run_id: str, *, params: dict[str, Any], metrics: dict[str, float],
+                     tags: dict[str, str], record: dict[str, Any]) -> None:
+        self._log(run_id, params=params, metrics=metrics, tags=tags)
+        self.log_json(run_id, record, "trial.json")
+        self.client.set_terminated(run_id, status="FINISHED")
+
+    def fail_trial(self, run_id: str, reason: str, status: str = "FAILED") -> None:
+        self.client.set_tag(run_id, "failure_reason", reason[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+    def end_study(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self._log(run_id, tags=tags)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        self._log(run_id, metrics=metrics)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_json(self, run_id: str, data: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False))
+            self.client.log_artifact(run_id, str(path))
+
+    def trial_runs(self, experiment_id: str, study_name: str) -> list:
+        return self.client.search_runs([experiment_id], filter_string=(
+            f"tags.{ROLE} = 'trial' and tags.`{STUDY_TAG}` = '{study_name}'"), max_results=50000)
+
+    def _log(self, run_id: str, *, params: dict | None = None, metrics: dict | None = None,
+             tags: dict | None = None) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+            params=[Param(k, str(v)) for k, v in (params or {}).items()],
+            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])

@@ -1,0 +1,149 @@
+"""Fit a sequence classifier with a given loss, early-stopping on validation macro-F1."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+from study.config import TrainSettings
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of a list of texts, unpadded (batches are padded to their own longest text)."""
+
+    ids: tuple[np.ndarray, ...]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.ids])
+
+
+def encode(tokenizer, texts: tuple[str, ...] | list[str], max_length: int) -> Encoded:
+    out = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True,
+                    return_attention_mask=False, return_token_type_ids=False)
+    return Encoded(tuple(np.asarray(x, dtype=np.int64) for x in out["input_ids"]))
+
+
+def pad_batch(enc: Encoded, index: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) for ``index``, padded to the longest of them (dynamic padding)."""
+    rows = [enc.ids[i] for i in index]
+    width = max(len(r) for r in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = r
+        mask[k, : len(r)] = 1
+    return ids, mask
+
+
+def ordered_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, n, batch_size):
+        yield np.arange(start, min(start + batch_size, n))
+
+
+def bucketed_batches(enc: Encoded, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of similar-length texts: less padding, same randomness across epochs."""
+    order = rng.permutation(len(enc))
+    lengths = enc.lengths()
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def train_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@torch.inference_mode()
+def torch_logits(model, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """Logits of a PyTorch model for every encoded text, in order."""
+    model.eval()
+    torch.set_num_threads(train_threads())
+    order = np.argsort(enc.lengths(), kind="stable")  # sort by length for speed, then restore order
+    out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
+    for batch in ordered_batches(len(order), batch_size):
+        index = order[batch]
+        ids, mask = pad_batch(enc, index, pad_id)
+        out[index] = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float().numpy()
+    return out
+
+
+def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
+    return float(f1_score(labels, predictions, average="macro", zero_division=0))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_validation_macro_f1: float
+    best_epoch: int
+    epochs_run: int
+    seconds: float
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]  # (logits, labels, train index)
+
+
+def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded, validation_labels: np.ndarray,
+        loss_fn: LossFn, settings: TrainSettings, learning_rate: float, pad_id: int, seed: int,
+        on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
+    """Train with AdamW + linear warm-up/decay; keep the weights of the best validation macro-F1 epoch.
+
+    Stops after ``settings.patience`` epochs without improvement or ``settings.max_epochs`` epochs.
+    Raises FloatingPointError if the loss becomes NaN or infinite.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(train_threads())
+    rng = np.random.default_rng(seed)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    total = steps_per_epoch * settings.max_epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    labels_t = torch.from_numpy(train_labels)
+    best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
+    start = time.perf_counter()
+    epoch = 0
+    for epoch in range(1, settings.max_epochs + 1):
+        model.train()
+        for index in bucketed_batches(train, settings.batch_size, rng):
+            ids, mask = pad_batch(train, index, pad_id)
+            logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+            loss = loss_fn(logits, labels_t[index], index)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+        f1 = macro_f1(validation_labels, torch_logits(model, validation, pad_id).argmax(axis=1))
+        if on_epoch is not None:
+            on_epoch(epoch, f1)
+        if f1 > best_f1:
+            best_f1, best_epoch, stale = f1, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_f1, best_epoch, epoch, time.perf_counter() - start)
