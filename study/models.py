@@ -151,13 +151,16 @@ def train_wordpiece(texts: tuple[str, ...], out_dir: Path, vocab_size: int = SCR
 
     Accents are kept: stripping them would delete Bengali vowel signs (combining marks).
     """
-    from tokenizers import BertWordPieceTokenizer
+    from tokenizers import BertWordPieceTokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
     tok = BertWordPieceTokenizer(lowercase=True, strip_accents=False, clean_text=True,
                                  handle_chinese_chars=True)
     tok.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=2,
                             special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
+    # Every text becomes [CLS] ... [SEP]: BERT's pooler and classifier read the [CLS] position.
+    tok._tokenizer.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")),
+                                                              ("[CLS]", tok.token_to_id("[CLS]")))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                    model_max_length=SCRATCH_MAX_POSITIONS)

@@ -60,7 +60,7 @@ def _atomic_dir(final: Path, build) -> None:
 
 def scratch_tokenizer(split: DataSplit, cache_dir: Path) -> Path:
     """The WordPiece tokenizer shared by scratch models, trained on the training part only."""
-    key = _digest("wordpiece-v1", split.corpus_sha256, str(split.seed), str(len(split.train)))
+    key = _digest("wordpiece-v2", split.corpus_sha256, str(split.seed), str(len(split.train)))
     final = cache_dir / "tokenizers" / key
     if not (final / "tokenizer.json").exists():
         _atomic_dir(final, lambda tmp: train_wordpiece(split.train.texts, tmp))
@@ -68,7 +68,7 @@ def scratch_tokenizer(split: DataSplit, cache_dir: Path) -> Path:
 
 
 def teacher_cache_key(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int) -> str:
-    return _digest("teacher-v1", spec.key(), split.corpus_sha256, str(seed), str(len(split.train)),
+    return _digest("teacher-v2", spec.key(), split.corpus_sha256, str(seed), str(len(split.train)),
                    str(len(split.validation)), str(len(split.test)), json.dumps(asdict(settings), sort_keys=True))
 
 

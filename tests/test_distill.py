@@ -1,0 +1,64 @@
+import math
+
+import numpy as np
+import torch
+
+from objectives.distill import DistillConfig, kd_loss, kd_loss_fn
+
+
+def _hand_kd(s, t, y, T, lam):
+    """(1 - lam) * CE + lam * T^2 * KL(p_t || p_s), written out with plain Python math."""
+    total = 0.0
+    for srow, trow, label in zip(s, t, y):
+        ce = -(srow[label] - math.log(sum(math.exp(v) for v in srow)))
+        zs = sum(math.exp(v / T) for v in srow)
+        zt = sum(math.exp(v / T) for v in trow)
+        ps = [math.exp(v / T) / zs for v in srow]
+        pt = [math.exp(v / T) / zt for v in trow]
+        kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
+        total += (1 - lam) * ce + lam * T * T * kl
+    return total / len(s)
+
+
+def test_kd_loss_matches_hand_computation():
+    s = [[1.0, -0.5, 2.0], [0.2, 0.1, -1.0]]
+    t = [[0.5, 0.5, 3.0], [2.0, -1.0, 0.0]]
+    y = [2, 0]
+    for T, lam in [(1.0, 0.0), (2.0, 0.5), (4.0, 1.0), (3.3, 0.25)]:
+        got = kd_loss(torch.tensor(s), torch.tensor(y), torch.tensor(t), T, lam).item()
+        assert got == pytest_approx(_hand_kd(s, t, y, T, lam))
+
+
+def pytest_approx(x):
+    import pytest
+
+    return pytest.approx(x, rel=1e-5, abs=1e-6)
+
+
+def test_lambda_zero_is_cross_entropy_and_identical_logits_have_no_kl():
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    y = torch.tensor([1])
+    ce = torch.nn.functional.cross_entropy(s, y).item()
+    assert kd_loss(s, y, torch.tensor([[9.0, -9.0, 0.0]]), 3.0, 0.0).item() == pytest_approx(ce)
+    assert kd_loss(s, y, s.clone(), 3.0, 1.0).item() == pytest_approx(0.0)
+
+
+def test_kd_loss_fn_gathers_teacher_rows_by_train_index():
+    teacher = np.array([[0.0, 5.0], [5.0, 0.0], [1.0, 1.0]], dtype=np.float32)
+    cfg = DistillConfig(temperature=2.0, kd_lambda=1.0)
+    fn = kd_loss_fn(teacher, cfg)
+    student = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+    got = fn(student, torch.tensor([0, 1]), np.array([1, 0])).item()  # rows 1 and 0 match the student
+    assert got == pytest_approx(0.0)
+    assert fn(student, torch.tensor([0, 1]), np.array([0, 1])).item() > 1.0
+
+
+def test_config_rejects_bad_values():
+    import pytest
+
+    from study.errors import UserError
+
+    with pytest.raises(UserError):
+        DistillConfig(temperature=0.0, kd_lambda=0.5)
+    with pytest.raises(UserError):
+        DistillConfig(temperature=2.0, kd_lambda=1.5)
