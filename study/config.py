@@ -66,6 +66,8 @@ class StudyConfig:
     test_size: float = 0.3  # the paper's 70/30 split
     validation_size: float = 0.1  # carved from the training part, for early stopping
     max_failures: int | None = None  # consecutive failed trials before giving up; None: n_trials
+    workers: int = 1  # processes sharing each pair study on this machine
+    heartbeat_s: int = 20  # Optuna heartbeat; a trial silent for 3 beats is failed and retried once
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -80,6 +82,10 @@ class StudyConfig:
             raise UserError(f"--students lists a model twice: {','.join(self.students)}")
         if not self.study_name or any(c in self.study_name for c in "/\\ "):
             raise UserError(f"--study-name must be a non-empty name without spaces or slashes, got {self.study_name!r}")
+        if self.workers < 1:
+            raise UserError(f"--workers must be at least 1, got {self.workers}")
+        if self.heartbeat_s < 1:
+            raise UserError(f"--heartbeat must be at least 1 second, got {self.heartbeat_s}")
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 

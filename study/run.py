@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
@@ -54,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine sharing each pair study (for several machines, start the same "
+                        "command on each, pointed at one PostgreSQL --storage and one --tracking-uri)")
+    p.add_argument("--heartbeat", type=int, default=20,
+                   help="seconds between a running trial's heartbeats; a trial silent for 3 beats (its worker was "
+                        "killed) is marked failed, its MLflow run KILLED, and its params queued once more")
     p.add_argument("--quick", action="store_true",
                    help="demo/test setting: at most 3 epochs, 3000 training texts, 64 tokens, fewer timing "
                         "repeats; without it the defaults are the real thing")
@@ -62,10 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     students = tuple(s.strip() for s in args.students.split(",") if s.strip())
-    cfg = StudyConfig(objective=args.objective, data=args.data, text_col=args.text_col, label_col=args.label_col,
+    data = args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
+    cfg = StudyConfig(objective=args.objective, data=data, text_col=args.text_col, label_col=args.label_col,
                       teacher=args.teacher, students=students, n_trials=args.n_trials, timeout=args.timeout,
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
+                      heartbeat_s=args.heartbeat, workers=args.workers,
                       measure=MeasureSettings(threads=args.threads),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     return quick_overrides(cfg) if cfg.quick else cfg

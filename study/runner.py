@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
-import traceback
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -27,6 +26,8 @@ from study.errors import UserError
 from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
 from study.models import ModelSpec, check_loadable, resolve_model
 from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
+from study.training import set_compute_threads
+from study.callbacks import TrialTracker, failure_reason, reconcile, stale_trial_handler, trial_params
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
 
 NSGA2_POPULATION = 10  # small enough that the genetic search starts within an afternoon's trials
@@ -54,8 +55,10 @@ def pair_study_name(cfg: StudyConfig, teacher: ModelSpec, student: ModelSpec) ->
     return f"{cfg.study_name}.{teacher.name}.{student.name}"
 
 
-def resolve_data(cfg: StudyConfig) -> Corpus:
-    path = cfg.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
+def resolve_data(cfg: StudyConfig, quiet: bool = False) -> Corpus:
+    path = cfg.data
+    if path is None and quiet:
+        return demo_corpus()
     if path is None:
         say("=" * 78)
         say("NOTE: no --data given (and STUDY_DATA is unset): running on the small built-in SYNTHETIC demo")
@@ -66,28 +69,33 @@ def resolve_data(cfg: StudyConfig) -> Corpus:
     return load_corpus(Path(path), text_col=cfg.text_col, label_col=cfg.label_col)
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, tracker: Tracker, heartbeat_s: int) -> optuna.storages.BaseStorage:
+    """Optuna RDB storage with heartbeats: a trial whose worker died is failed after 3 missed beats."""
     ensure_sqlite_parent(url)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        return optuna.storages.RDBStorage(url)
+        with _quiet_experimental():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                                              grace_period=3 * heartbeat_s,
+                                              heartbeat_stale_trial_callback=stale_trial_handler(tracker))
     except Exception as exc:
         raise UserError(f"Optuna storage {url!r} is not usable: {exc}") from None
 
 
-def prepare(cfg: StudyConfig) -> Prepared:
+def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
     """Check every input (data, models, space, stores) so that bad input fails before any write."""
     teacher = resolve_model(cfg.teacher)
     students = tuple(resolve_model(s) for s in cfg.students)
     space = load_space(cfg.space)
     check_space(space)
-    corpus = resolve_data(cfg)
+    corpus = resolve_data(cfg, quiet)
     split = split_corpus(corpus, seed=cfg.seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
     split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
     for spec in (teacher, *students):
         check_loadable(spec)
     tracker = Tracker(cfg.tracking_uri)
     tracker.check()
-    storage = open_storage(cfg.storage)
+    storage = open_storage(cfg.storage, tracker, cfg.heartbeat_s)
     for student in students:
         name = pair_study_name(cfg, teacher, student)
         try:
@@ -127,39 +135,97 @@ def measure_reference(teacher: TeacherArtifacts, split: DataSplit, cfg: StudyCon
 
 
 def run_pareto(cfg: StudyConfig) -> dict[str, list]:
-    """The pareto objective end to end; returns each pair study's Pareto-optimal trials."""
+    """The pareto objective end to end; returns each pair study's Pareto-optimal trials.
+
+    With ``cfg.workers`` > 1, that many processes share each pair study (this one included); the
+    teacher is trained once, before they start, and the fronts are logged once all have stopped.
+    """
     prep = prepare(cfg)
     say(f"[data] {prep.corpus.source}: {prep.corpus.rows_read} rows read, {prep.corpus.duplicates_dropped} exact "
         f"duplicates dropped, {len(prep.corpus.texts)} kept; split train {len(prep.split.train)} / validation "
         f"{len(prep.split.validation)} / test {len(prep.split.test)} (seed {cfg.seed})")
     teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
-    needs_scratch = any(s.from_scratch for s in prep.students)
-    tokenizer_dir = scratch_tokenizer(prep.split, cfg.cache_dir) if needs_scratch else None
     workdir = Path(tempfile.mkdtemp(prefix="study-trials-"))
-    facts = prep.split.facts(prep.corpus)
     fronts = {}
     try:
         reference = measure_reference(teacher, prep.split, cfg, workdir)
         say(f"[teacher] {prep.teacher.name} fp32 (PyTorch, {cfg.measure.threads} thread(s)): test macro-F1 "
             f"{reference['teacher_macro_f1']:.4f}, {reference['teacher_latency_ms']:.2f} ms/example at batch 1, "
             f"{reference['teacher_size_mb']:.2f} MB")
+        contexts = pair_contexts(prep, teacher, workdir)
+        opened = [open_pair_study(prep, ctx, reference) for ctx in contexts]
+        helpers = start_helpers(cfg, reference) if cfg.workers > 1 else []
+        statuses = {}
+        try:
+            if helpers:
+                set_compute_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
+            for ctx, (study, trial_tracker) in zip(contexts, opened):
+                statuses[ctx.study_name] = work(study, ctx, cfg, trial_tracker, reference)
+            for proc in helpers:
+                proc.join()
+        except KeyboardInterrupt:
+            statuses = {ctx.study_name: "KILLED" for ctx in contexts}
+            raise
+        finally:
+            for proc in helpers:
+                proc.join(timeout=60)
+            for ctx, (study, trial_tracker) in zip(contexts, opened):
+                finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id,
+                             statuses.get(ctx.study_name, "FAILED"))
         all_trials = []
-        for student in prep.students:
-            ctx = TrialContext(study_name=pair_study_name(cfg, prep.teacher, student), split=prep.split,
-                               teacher=teacher, student=student, scratch_tokenizer_dir=tokenizer_dir,
-                               space=prep.space, train=cfg.train, measure=cfg.measure, seed=cfg.seed,
-                               workdir=workdir, data_facts=MappingProxyType(facts))
-            study = run_pair_study(prep, ctx, reference)
+        for ctx, (study, _) in zip(contexts, opened):
             fronts[ctx.study_name] = pareto_trials(completed(study))
             all_trials.extend(completed(study))
-        if len(prep.students) > 1:
+        if len(contexts) > 1:
             merged = pareto_trials(all_trials)
-            say(f"\nMerged Pareto front across {len(prep.students)} teacher/student pairs "
+            say(f"\nMerged Pareto front across {len(contexts)} teacher/student pairs "
                 f"({len(merged)} of {len(all_trials)} completed trials):")
             say(printable(front_frame(merged)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return fronts
+
+
+def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path) -> list[TrialContext]:
+    needs_scratch = any(s.from_scratch for s in prep.students)
+    tokenizer_dir = scratch_tokenizer(prep.split, prep.cfg.cache_dir) if needs_scratch else None
+    facts = MappingProxyType(prep.split.facts(prep.corpus))
+    return [TrialContext(study_name=pair_study_name(prep.cfg, prep.teacher, student), split=prep.split,
+                         teacher=teacher, student=student, scratch_tokenizer_dir=tokenizer_dir, space=prep.space,
+                         train=prep.cfg.train, measure=prep.cfg.measure, seed=prep.cfg.seed, workdir=workdir,
+                         data_facts=facts)
+            for student in prep.students]
+
+
+def start_helpers(cfg: StudyConfig, reference: dict[str, float]) -> list:
+    """Start ``cfg.workers - 1`` helper processes on the same studies (spawned: no shared state)."""
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    procs = [spawn.Process(target=helper_main, args=(cfg, reference, i + 1), name=f"study-worker-{i + 1}")
+             for i in range(cfg.workers - 1)]
+    for proc in procs:
+        proc.start()
+    return procs
+
+
+def helper_main(cfg: StudyConfig, reference: dict[str, float], index: int) -> None:
+    """A helper worker: rebuild the context from the same config (teacher from cache), run trials."""
+    from study.run import quiet_libraries
+
+    quiet_libraries()
+    set_compute_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
+    prep = prepare(cfg, quiet=True)
+    teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=lambda *_: None)
+    workdir = Path(tempfile.mkdtemp(prefix=f"study-trials-w{index}-"))
+    try:
+        for ctx in pair_contexts(prep, teacher, workdir):
+            study, trial_tracker = open_pair_study(prep, ctx, reference, announce=False)
+            work(study, ctx, cfg, trial_tracker, reference)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
@@ -168,8 +234,16 @@ def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
             "threads": str(cfg.measure.threads), **ctx.data_facts}
 
 
-def run_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, float]) -> optuna.Study:
-    """Create or resume one pair's study and run trials until it holds ``n_trials`` completed ones."""
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """(completed, running) trials of a study, as stored right now (WAITING ones are ours to run)."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    busy = sum(t.state == TrialState.RUNNING for t in trials)
+    return done, busy
+
+
+def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, float], announce: bool = True):
+    """Create or load one pair's study and its parent MLflow run; repair what a killed run left."""
     cfg, tracker = prep.cfg, prep.tracker
     study = optuna.create_study(study_name=ctx.study_name, storage=prep.storage, directions=list(DIRECTIONS),
                                 load_if_exists=True)
@@ -180,84 +254,108 @@ def run_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, float
         study.set_user_attr(key, value)
     experiment_id = tracker.experiment(cfg.study_name)
     base = _base_params(ctx, cfg)
-    parent = tracker.study_run(experiment_id, ctx.study_name, base,
-                               {"teacher": ctx.teacher.name, "student": ctx.student.name})
+    tags = {"teacher": ctx.teacher.name, "student": ctx.student.name}
+    parent = tracker.study_run(experiment_id, ctx.study_name, base, tags)
     tracker.log_metrics(parent, reference)
     tracker.set_tags(parent, {f"machine.{k}": v for k, v in machine_facts().items()})
-    done = len(completed(study))
+    with _quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+    for line in reconcile(study, tracker):
+        if announce:
+            say(f"[{ctx.study_name}] repaired: {line}")
+    return study, TrialTracker(tracker, experiment_id, parent, ctx.study_name, base, tags, log=say)
+
+
+def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker: TrialTracker,
+         reference: dict[str, float]) -> str:
+    """Start trials while completed + in-flight trials are short of ``n_trials``; wait on others' trials."""
+    done, busy = counts(study)
     say(f"\n[{ctx.study_name}] {done} completed trial(s) stored; running until {cfg.n_trials} "
         f"(sampler {cfg.sampler}, storage {cfg.storage})")
     start = time.monotonic()
     failures_in_row = 0
     max_failures = cfg.max_failures or cfg.n_trials
-    status = "FINISHED"
-    try:
-        while done < cfg.n_trials:
-            if cfg.timeout is not None and time.monotonic() - start >= cfg.timeout:
-                say(f"[{ctx.study_name}] --timeout of {cfg.timeout:.0f}s reached with {done}/{cfg.n_trials} trials")
-                break
-            if failures_in_row >= max_failures:
-                say(f"[{ctx.study_name}] stopping: {failures_in_row} trials in a row failed")
-                status = "FAILED"
-                break
-            ok = _one_trial(study, ctx, prep, experiment_id, parent, base, reference, done)
-            failures_in_row = 0 if ok else failures_in_row + 1
-            done = len(completed(study))
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        _finish_study(study, ctx, tracker, parent, status)
-    return study
+    objective_fn = tracked_objective(ctx, trial_tracker, reference)
+    progress = ProgressLine(ctx.study_name, cfg.n_trials)
+    while True:
+        with _quiet_experimental():
+            optuna.storages.fail_stale_trials(study)
+        done, busy = counts(study)
+        if done >= cfg.n_trials:
+            return "FINISHED"
+        if cfg.timeout is not None and time.monotonic() - start >= cfg.timeout:
+            say(f"[{ctx.study_name}] --timeout of {cfg.timeout:.0f}s reached with {done}/{cfg.n_trials} trials")
+            return "FINISHED"
+        if failures_in_row >= max_failures:
+            say(f"[{ctx.study_name}] stopping: {failures_in_row} trials in a row failed")
+            return "FAILED"
+        if done + busy >= cfg.n_trials and busy:
+            time.sleep(WAIT_FOR_OTHERS_S)  # other workers' trials may still complete (or go stale)
+            continue
+        study.optimize(objective_fn, n_trials=1, catch=(Exception,), callbacks=[trial_tracker, progress])
+        failures_in_row = 0 if progress.last_state == TrialState.COMPLETE else failures_in_row + 1
 
 
-def _one_trial(study, ctx, prep, experiment_id, parent, base, reference, done) -> bool:
-    tracker = prep.tracker
-    trial = study.ask()
-    run_id = tracker.start_trial(experiment_id, parent, ctx.study_name, trial.number, base,
-                                 {"teacher": ctx.teacher.name, "student": ctx.student.name})
-    trial.set_user_attr(RUN_ID_ATTR, run_id)
-    for key, value in (("study", ctx.study_name), ("teacher", ctx.teacher.name), ("student", ctx.student.name)):
-        trial.set_user_attr(key, value)
-    began = time.perf_counter()
-    try:
-        outcome: TrialOutcome = objective(trial, ctx)
-    except KeyboardInterrupt:
-        tracker.fail_trial(run_id, "interrupted by the user", status="KILLED")
-        study.tell(trial, state=TrialState.FAIL)
-        raise
-    except Exception as exc:  # a failed trial is recorded and the study goes on
-        reason = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr("failure_reason", reason[:1000])
-        study.tell(trial, state=TrialState.FAIL)
-        tracker.fail_trial(run_id, reason + "\n" + traceback.format_exc())
-        say(f"[{ctx.study_name}] trial {trial.number} FAILED: {reason}")
-        return False
-    finally:
-        if ctx.trial_dir(trial.number).exists():
+WAIT_FOR_OTHERS_S = 5.0
+
+
+class ProgressLine:
+    """Optuna callback printing one line per finished trial."""
+
+    def __init__(self, study_name: str, n_trials: int):
+        self.study_name = study_name
+        self.n_trials = n_trials
+        self.last_state: TrialState | None = None
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        self.last_state = trial.state
+        if trial.state != TrialState.COMPLETE:
+            return
+        done, _ = counts(study)
+        p, v = trial_params(trial), trial.values
+        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+        say(f"[{self.study_name}] trial {trial.number} done ({done}/{self.n_trials}, {seconds:.0f}s): "
+            f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} prune={p['prune_ratio']:.2f} "
+            f"quant={p['quant_scheme']} -> macro-F1 {v[0]:.4f}, {v[1]:.3f} ms, {v[2]:.2f} MB")
+
+
+def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference: dict[str, float]):
+    """The Optuna objective: open the trial's MLflow run, run the trial, keep its record on the trial."""
+
+    def run(trial: optuna.Trial) -> list[float]:
+        for key, value in (("study", ctx.study_name), ("teacher", ctx.teacher.name), ("student", ctx.student.name)):
+            trial.set_user_attr(key, value)
+        trial_tracker.start(trial)
+        try:
+            outcome: TrialOutcome = objective(trial, ctx)
+        except KeyboardInterrupt:
+            trial_tracker.killed(trial, "interrupted by the user")
+            raise
+        except Exception as exc:  # recorded by the callback as a FAILED run; the study goes on
+            trial.set_user_attr("failure_reason", failure_reason(exc))
+            raise
+        finally:
             shutil.rmtree(ctx.trial_dir(trial.number), ignore_errors=True)
-    metrics = dict(outcome.metrics)
-    metrics["speedup_vs_teacher"] = reference["teacher_latency_ms"] / metrics["latency_ms"]
-    metrics["compression_vs_teacher"] = reference["teacher_size_mb"] / metrics["size_mb"]
-    metrics["macro_f1_delta_vs_teacher"] = metrics["macro_f1"] - reference["teacher_macro_f1"]
-    trial.set_user_attr("metrics", metrics)
-    trial.set_user_attr("resolved_params", outcome.params)
-    study.tell(trial, list(outcome.values))
-    params = {"temperature": outcome.params["temperature"], "kd_lambda": outcome.params["kd_lambda"],
-              "prune_kind": outcome.params["prune_kind"], "prune_ratio": outcome.params["prune_ratio"],
-              "quant_scheme": outcome.params["quant_scheme"]}
-    tracker.finish_trial(run_id, params=params, metrics=metrics, tags=outcome.tags,
-                         record={"study": ctx.study_name, "trial_number": trial.number, "params": outcome.params,
-                                 "metrics": metrics, "teacher_reference": reference})
-    v = outcome.values
-    say(f"[{ctx.study_name}] trial {trial.number} done ({done + 1}/{prep.cfg.n_trials}, "
-        f"{time.perf_counter() - began:.0f}s): T={params['temperature']:.2f} lambda={params['kd_lambda']:.2f} "
-        f"prune={params['prune_ratio']:.2f} quant={params['quant_scheme']} -> macro-F1 {v[0]:.4f}, "
-        f"{v[1]:.3f} ms, {v[2]:.2f} MB")
-    return True
+        metrics = dict(outcome.metrics)
+        metrics["speedup_vs_teacher"] = reference["teacher_latency_ms"] / metrics["latency_ms"]
+        metrics["compression_vs_teacher"] = reference["teacher_size_mb"] / metrics["size_mb"]
+        metrics["macro_f1_delta_vs_teacher"] = metrics["macro_f1"] - reference["teacher_macro_f1"]
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("resolved_params", outcome.params)
+        trial.set_user_attr("tags", outcome.tags)
+        return list(outcome.values)
+
+    return run
 
 
-def _finish_study(study: optuna.Study, ctx: TrialContext, tracker: Tracker, parent: str, status: str) -> None:
+class _quiet_experimental(warnings.catch_warnings):
+    def __enter__(self):
+        out = super().__enter__()
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return out
+
+
+def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent: str, status: str) -> None:
     """Tag every completed trial's run pareto=true/false and log the front's table and plot."""
     trials = completed(study)
     front = pareto_trials(trials)
@@ -276,7 +374,7 @@ def _finish_study(study: optuna.Study, ctx: TrialContext, tracker: Tracker, pare
             pareto_figure(study).write_html(str(html), include_plotlyjs=True)
             tracker.log_artifact(parent, html)
         tracker.log_metrics(parent, {"completed_trials": len(trials), "pareto_trials": len(front)})
-        say(f"\nPareto front of {ctx.study_name} ({len(front)} of {len(trials)} completed trials; "
+        say(f"\nPareto front of {study_name} ({len(front)} of {len(trials)} completed trials; "
             f"latency = median ms/example at batch 1 in the serving runtime):")
         say(printable(frame))
     tracker.end_study(parent, status)

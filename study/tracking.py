@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from study.errors import UserError
 
@@ -115,6 +115,12 @@ class Tracker:
             path = Path(tmp) / name
             path.write_text(json.dumps(data, indent=2, default=str, ensure_ascii=False))
             self.client.log_artifact(run_id, str(path))
+
+    def run_status(self, run_id: str) -> str | None:
+        try:
+            return self.client.get_run(run_id).info.status
+        except Exception:
+            return None
 
     def trial_runs(self, experiment_id: str, study_name: str) -> list:
         return self.client.search_runs([experiment_id], filter_string=(

@@ -66,8 +66,18 @@ def bucketed_batches(enc: Encoded, batch_size: int, rng: np.random.Generator) ->
     return batches
 
 
+_COMPUTE_THREADS: int | None = None
+
+
+def set_compute_threads(n: int) -> None:
+    """Threads for training and bulk inference in this process (workers split the cores)."""
+    global _COMPUTE_THREADS
+    _COMPUTE_THREADS = max(1, n)
+    torch.set_num_threads(_COMPUTE_THREADS)
+
+
 def train_threads() -> int:
-    return max(1, os.cpu_count() or 1)
+    return _COMPUTE_THREADS or max(1, os.cpu_count() or 1)
 
 
 @torch.inference_mode()
