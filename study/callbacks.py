@@ -67,8 +67,9 @@ def finish_run(tracker: Tracker, trial: FrozenTrial) -> None:
     record = {"study": trial.user_attrs.get("study"), "trial_number": trial.number,
               "params": trial.user_attrs.get("resolved_params", trial.params), "metrics": metrics,
               "values": trial.values}
+    tags = {**trial.user_attrs.get("tags", {}), "worker": trial.user_attrs.get("worker", "")}
     tracker.finish_trial(trial.user_attrs[RUN_ID_ATTR], params=trial_params(trial), metrics=metrics,
-                         tags=trial.user_attrs.get("tags", {}), record=record)
+                         tags=tags, record=record)
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -83,7 +83,7 @@ def quiet_libraries() -> None:
     import mlflow  # noqa: F401  (configures its loggers on import; quieted below)
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials get our own one-line message
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in ("mlflow", "alembic", "transformers", "onnxruntime", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -103,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         quiet_libraries()
         from study.runner import run_pareto
 
-        run_pareto(cfg)
+        fronts = run_pareto(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    return 0
+    return 0 if all(fronts.values()) else 1  # 1: some pair study has no completed trial
 
 
 if __name__ == "__main__":

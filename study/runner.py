@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -23,6 +24,7 @@ from study.context import TrialContext
 from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
 from study.demo import demo_corpus
 from study.errors import UserError
+from study.stores import check_reachable
 from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
 from study.models import ModelSpec, check_loadable, resolve_model
 from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
@@ -93,6 +95,8 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
     split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
     for spec in (teacher, *students):
         check_loadable(spec)
+    check_reachable(cfg.storage, "Optuna storage")
+    check_reachable(cfg.tracking_uri, "MLflow tracking URI")
     tracker = Tracker(cfg.tracking_uri)
     tracker.check()
     storage = open_storage(cfg.storage, tracker, cfg.heartbeat_s)
@@ -323,7 +327,8 @@ def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference:
     """The Optuna objective: open the trial's MLflow run, run the trial, keep its record on the trial."""
 
     def run(trial: optuna.Trial) -> list[float]:
-        for key, value in (("study", ctx.study_name), ("teacher", ctx.teacher.name), ("student", ctx.student.name)):
+        for key, value in (("study", ctx.study_name), ("teacher", ctx.teacher.name), ("student", ctx.student.name),
+                           ("worker", f"{socket.gethostname()}:{os.getpid()}")):
             trial.set_user_attr(key, value)
         trial_tracker.start(trial)
         try:

@@ -6,7 +6,6 @@ import json
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -35,21 +34,20 @@ def ensure_sqlite_parent(uri: str) -> None:
 
 
 def artifact_root(uri: str) -> str | None:
-    """Artifacts of a local sqlite store live beside the database, in ``artifacts/`` (under mlruns/)."""
+    """Where a new experiment keeps artifacts: beside a sqlite database (``mlruns/artifacts`` by default);
+    ``./mlruns/artifacts`` for a server database used directly; the server's choice for http(s)."""
     path = sqlite_path(uri)
-    if path is None or str(path) in ("", ":memory:"):
-        return None
-    return (path.expanduser().resolve().parent / "artifacts").as_uri()
+    if path is not None and str(path) not in ("", ":memory:"):
+        return (path.expanduser().resolve().parent / "artifacts").as_uri()
+    if uri.split(":", 1)[0].split("+", 1)[0] in ("postgresql", "mysql"):
+        return (Path("mlruns").resolve() / "artifacts").as_uri()
+    return None
 
 
 class Tracker:
     """Writes studies and trials to an MLflow tracking store through ``MlflowClient``."""
 
     def __init__(self, tracking_uri: str):
-        scheme = urlparse(tracking_uri).scheme
-        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg", "postgresql+psycopg2", "mysql",
-                          "http", "https", "file", "databricks", ""):
-            raise UserError(f"--tracking-uri {tracking_uri!r}: unsupported scheme {scheme!r}")
         ensure_sqlite_parent(tracking_uri)
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
