@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 class TorchPredictor:
@@ -13,18 +12,20 @@ class TorchPredictor:
 
     runtime = "pytorch"
 
-    def __init__(self, model: torch.nn.Module, threads: int = 1):
+    def __init__(self, model, threads: int = 1):
         self.model = model.eval()
         self.threads = threads
 
     def set_threads(self, threads: int) -> None:
         self.threads = threads
 
-    @torch.inference_mode()
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch  # imported here so that ONNX-only deployments need no PyTorch
+
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
-        out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
         return out.logits.float().numpy()
 
 

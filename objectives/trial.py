@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from objectives.bundle import write_metadata
 from objectives.distill import DistillConfig, kd_loss_fn
 from objectives.measure import Quality, Speed, evaluate, measure_speed
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
@@ -114,6 +115,8 @@ def serve_and_measure(model, tokenizer, scheme: str, out: Path, split: DataSplit
     start = time.perf_counter()
     servable = quantize(model, scheme, out / "model")
     tokenizer.save_pretrained(str(out / "tokenizer"))
+    write_metadata(out, scheme=scheme, runtime=servable.runtime, quantizes=servable.quantizes,
+                   max_length=max_length, labels=split.label_names)
     timings["time_quantize_s"] = time.perf_counter() - start
     start = time.perf_counter()
     test_enc = encode(tokenizer, split.test.texts, max_length)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -12,6 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from study.tracking import RUN_ID_ATTR, Tracker
 
 TRIAL_PARAMS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme")
+BUNDLE_ARTIFACT = "bundle"  # run artifact folder holding the trial's deployable model bundle
+KEEP_MODELS = ("pareto", "all", "none")
 KILLED_REASON = "the worker running this trial stopped sending heartbeats (killed or crashed)"
 
 
@@ -24,7 +28,8 @@ class TrialTracker:
     """
 
     def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str, study_name: str,
-                 base_params: dict[str, str], base_tags: dict[str, str], log: Callable[[str], None] = print):
+                 base_params: dict[str, str], base_tags: dict[str, str], log: Callable[[str], None] = print,
+                 bundle_dir: Callable[[int], Path] | None = None, keep_models: str = "pareto"):
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -32,6 +37,8 @@ class TrialTracker:
         self.base_params = base_params
         self.base_tags = base_tags
         self.log = log
+        self.bundle_dir = bundle_dir
+        self.keep_models = keep_models
 
     def start(self, trial: optuna.Trial) -> str:
         run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, self.study_name, trial.number,
@@ -49,6 +56,11 @@ class TrialTracker:
         if run_id is None:
             return
         if trial.state == TrialState.COMPLETE:
+            folder = self.bundle_dir(trial.number) if self.bundle_dir else None
+            if folder is not None and folder.exists():
+                if self.keep_models != "none":
+                    self.tracker.log_artifacts(run_id, folder, BUNDLE_ARTIFACT)
+                shutil.rmtree(folder, ignore_errors=True)
             finish_run(self.tracker, trial)
         elif trial.state == TrialState.FAIL:
             reason = trial.user_attrs.get("failure_reason", "the objective returned invalid values (NaN?)")
@@ -110,3 +122,14 @@ def reconcile(study: optuna.Study, tracker: Tracker) -> list[str]:
             tracker.fail_trial(run_id, trial.user_attrs.get("failure_reason", KILLED_REASON), status="KILLED")
             repaired.append(f"trial {trial.number}: run {run_id} was RUNNING, now KILLED")
     return repaired
+
+
+def prune_dominated_models(tracker: Tracker, trials: list[FrozenTrial], front_numbers: set[int]) -> int:
+    """Delete the model bundles of dominated trials (their metrics stay); returns how many were removed."""
+    removed = 0
+    for trial in trials:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id and trial.number not in front_numbers and tracker.delete_artifacts(run_id, BUNDLE_ARTIFACT):
+            tracker.set_tags(run_id, {"model_kept": "false"})
+            removed += 1
+    return removed

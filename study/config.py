@@ -66,6 +66,7 @@ class StudyConfig:
     test_size: float = 0.3  # the paper's 70/30 split
     validation_size: float = 0.1  # carved from the training part, for early stopping
     max_failures: int | None = None  # consecutive failed trials before giving up; None: n_trials
+    keep_models: str = "pareto"  # model bundles logged to MLflow: pareto (dominated ones removed), all, none
     workers: int = 1  # processes sharing each pair study on this machine
     heartbeat_s: int = 20  # Optuna heartbeat; a trial silent for 3 beats is failed and retried once
 
@@ -82,6 +83,8 @@ class StudyConfig:
             raise UserError(f"--students lists a model twice: {','.join(self.students)}")
         if not self.study_name or any(c in self.study_name for c in "/\\ "):
             raise UserError(f"--study-name must be a non-empty name without spaces or slashes, got {self.study_name!r}")
+        if self.keep_models not in ("pareto", "all", "none"):
+            raise UserError(f"--keep-models must be pareto, all or none, got {self.keep_models!r}")
         if self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
         if self.heartbeat_s < 1:
@@ -92,7 +95,7 @@ class StudyConfig:
 
 def quick_overrides(cfg: StudyConfig) -> StudyConfig:
     """Shrink training and measurement so a few-trial study runs in minutes on 2 CPU cores."""
-    train = replace(cfg.train, max_epochs=3, patience=1, max_length=64, max_train_examples=3000)
+    train = replace(cfg.train, max_epochs=3, patience=2, max_length=64, max_train_examples=3000)
     measure = replace(cfg.measure, warmup=5, latency_examples=40, throughput_batches=4)
     return replace(cfg, train=train, measure=measure)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +13,11 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from study.errors import UserError
+from study.textnorm import normalize_text
 
 SUPPORTED_SUFFIXES = (".xlsx", ".csv", ".tsv", ".jsonl")
 TEXT_COLUMN_NAMES = ("text", "texts", "sentence", "content", "comment", "review")
 LABEL_COLUMN_NAMES = ("classes", "class", "label", "labels", "emotion", "category", "target")
-_WHITESPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -33,6 +31,8 @@ class Corpus:
     sha256: str
     rows_read: int
     duplicates_dropped: int
+    text_col: str = "text"
+    label_col: str = "label"
 
     @property
     def class_counts(self) -> dict[str, int]:
@@ -61,11 +61,15 @@ class DataSplit:
     label_names: tuple[str, ...]
     corpus_sha256: str
     seed: int
+    test_size: float = 0.3
+    validation_size: float = 0.1
 
     def facts(self, corpus: Corpus) -> dict[str, str]:
         """The data facts logged as params of every MLflow run."""
         return {
             "data_source": corpus.source,
+            "data_text_col": corpus.text_col,
+            "data_label_col": corpus.label_col,
             "data_sha256": corpus.sha256,
             "data_rows": str(len(corpus.texts)),
             "data_rows_read": str(corpus.rows_read),
@@ -74,12 +78,10 @@ class DataSplit:
             "split_train": str(len(self.train)),
             "split_validation": str(len(self.validation)),
             "split_test": str(len(self.test)),
+            "split_seed": str(self.seed),
+            "split_test_size": str(self.test_size),
+            "split_validation_size": str(self.validation_size),
         }
-
-
-def normalize_text(text: str) -> str:
-    """Unicode NFC, all whitespace runs folded to one space, ends stripped."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
 
 
 def file_sha256(path: Path) -> str:
@@ -120,7 +122,7 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _pick_column(frame: pd.DataFrame, path: Path | str, given: str | None, candidates: tuple[str, ...],
+def pick_column(frame: pd.DataFrame, path: Path | str, given: str | None, candidates: tuple[str, ...],
                  what: str, flag: str) -> str:
     columns = list(frame.columns)
     if given is not None:
@@ -139,8 +141,8 @@ def _pick_column(frame: pd.DataFrame, path: Path | str, given: str | None, candi
 def corpus_from_frame(frame: pd.DataFrame, *, source: str, sha256: str, path: Path | str,
                       text_col: str | None = None, label_col: str | None = None) -> Corpus:
     """Drop exact duplicate rows as read, normalise texts, validate, and encode labels."""
-    tcol = _pick_column(frame, path, text_col, TEXT_COLUMN_NAMES, "text", "--text-col")
-    lcol = _pick_column(frame, path, label_col, LABEL_COLUMN_NAMES, "label", "--label-col")
+    tcol = pick_column(frame, path, text_col, TEXT_COLUMN_NAMES, "text", "--text-col")
+    lcol = pick_column(frame, path, label_col, LABEL_COLUMN_NAMES, "label", "--label-col")
     if tcol == lcol:
         raise UserError(f"data file {path}: text and label column are both {tcol!r}")
     rows = frame[[tcol, lcol]].astype(str)
@@ -169,7 +171,7 @@ def corpus_from_frame(frame: pd.DataFrame, *, source: str, sha256: str, path: Pa
     index = {name: i for i, name in enumerate(label_names)}
     return Corpus(texts=texts, labels=np.array([index[s] for s in labels_str], dtype=np.int64),
                   label_names=label_names, source=source, sha256=sha256, rows_read=rows_read,
-                  duplicates_dropped=rows_read - len(deduped))
+                  duplicates_dropped=rows_read - len(deduped), text_col=tcol, label_col=lcol)
 
 
 def load_corpus(path: Path, *, text_col: str | None = None, label_col: str | None = None) -> Corpus:
@@ -201,7 +203,8 @@ def split_corpus(corpus: Corpus, *, seed: int, test_size: float = 0.3,
         return Part(texts=tuple(corpus.texts[i] for i in ix), labels=corpus.labels[ix].copy())
 
     return DataSplit(train=part(fit_idx), validation=part(val_idx), test=part(test_idx),
-                     label_names=corpus.label_names, corpus_sha256=corpus.sha256, seed=seed)
+                     label_names=corpus.label_names, corpus_sha256=corpus.sha256, seed=seed,
+                     test_size=test_size, validation_size=validation_size)
 
 
 def limit_part(part: Part, n: int | None, seed: int) -> Part:

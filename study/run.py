@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
+    p.add_argument("--keep-models", choices=("pareto", "all", "none"), default="pareto",
+                   help="which trials keep their model bundle as an MLflow artifact: pareto (dominated trials' "
+                        "models are deleted when the study ends; metrics stay), all, or none")
     p.add_argument("--workers", type=int, default=1,
                    help="processes on this machine sharing each pair study (for several machines, start the same "
                         "command on each, pointed at one PostgreSQL --storage and one --tracking-uri)")
@@ -73,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers,
+                      keep_models=args.keep_models,
                       measure=MeasureSettings(threads=args.threads),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     return quick_overrides(cfg) if cfg.quick else cfg
@@ -85,6 +89,7 @@ def quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials get our own one-line message
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "transformers", "onnxruntime", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)

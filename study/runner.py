@@ -29,7 +29,8 @@ from study.front import completed, front_frame, pareto_figure, pareto_trials, pr
 from study.models import ModelSpec, check_loadable, resolve_model
 from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
 from study.training import set_compute_threads
-from study.callbacks import TrialTracker, failure_reason, reconcile, stale_trial_handler, trial_params
+from study.callbacks import (TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler,
+                             trial_params)
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
 
 NSGA2_POPULATION = 10  # small enough that the genetic search starts within an afternoon's trials
@@ -175,7 +176,7 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
                 proc.join(timeout=60)
             for ctx, (study, trial_tracker) in zip(contexts, opened):
                 finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id,
-                             statuses.get(ctx.study_name, "FAILED"))
+                             statuses.get(ctx.study_name, "FAILED"), cfg.keep_models)
         all_trials = []
         for ctx, (study, _) in zip(contexts, opened):
             fronts[ctx.study_name] = pareto_trials(completed(study))
@@ -267,7 +268,8 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     for line in reconcile(study, tracker):
         if announce:
             say(f"[{ctx.study_name}] repaired: {line}")
-    return study, TrialTracker(tracker, experiment_id, parent, ctx.study_name, base, tags, log=say)
+    return study, TrialTracker(tracker, experiment_id, parent, ctx.study_name, base, tags, log=say,
+                               bundle_dir=ctx.trial_dir, keep_models=cfg.keep_models)
 
 
 def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker: TrialTracker,
@@ -339,8 +341,9 @@ def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference:
         except Exception as exc:  # recorded by the callback as a FAILED run; the study goes on
             trial.set_user_attr("failure_reason", failure_reason(exc))
             raise
-        finally:
+        except BaseException:
             shutil.rmtree(ctx.trial_dir(trial.number), ignore_errors=True)
+            raise
         metrics = dict(outcome.metrics)
         metrics["speedup_vs_teacher"] = reference["teacher_latency_ms"] / metrics["latency_ms"]
         metrics["compression_vs_teacher"] = reference["teacher_size_mb"] / metrics["size_mb"]
@@ -360,8 +363,10 @@ class _quiet_experimental(warnings.catch_warnings):
         return out
 
 
-def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent: str, status: str) -> None:
-    """Tag every completed trial's run pareto=true/false and log the front's table and plot."""
+def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent: str, status: str,
+                 keep_models: str = "pareto") -> None:
+    """Tag every completed trial's run pareto=true/false, log the front's table and plot, and (with
+    ``keep_models="pareto"``) delete dominated trials' model bundles: a dominated trial stays dominated."""
     trials = completed(study)
     front = pareto_trials(trials)
     on_front = {t.number for t in front}
@@ -369,6 +374,8 @@ def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent:
         run_id = t.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             tracker.set_tags(run_id, {PARETO_TAG: "true" if t.number in on_front else "false"})
+    if keep_models == "pareto":
+        prune_dominated_models(tracker, trials, on_front)
     if trials:
         frame = front_frame(front)
         with tempfile.TemporaryDirectory() as tmp:

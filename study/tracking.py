@@ -108,6 +108,19 @@ class Tracker:
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_artifacts(self, run_id: str, directory: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(run_id, str(directory), artifact_path)
+
+    def delete_artifacts(self, run_id: str, artifact_path: str) -> bool:
+        """Remove a run's artifacts under ``artifact_path``; False if there were none."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        if not self.client.list_artifacts(run_id, artifact_path):
+            return False
+        run = self.client.get_run(run_id)
+        get_artifact_repository(run.info.artifact_uri).delete_artifacts(artifact_path)
+        return True
+
     def log_json(self, run_id: str, data: Any, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name

@@ -1,0 +1,122 @@
+"""The deployable bundle a trial exports: write its metadata, load it back, predict with it.
+
+A bundle is a folder::
+
+    bundle.json       format, scheme, runtime, max_length, labels
+    label_map.json    {"0": "anger", ...}
+    model/            the serialized artifact (safetensors, int8 state dict, or model.onnx)
+    tokenizer/        the Hugging Face tokenizer
+
+Loading needs numpy, transformers (tokenizer) and onnxruntime or torch: no training code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "bert-compress-study-bundle"
+VERSION = 1
+
+
+class BundleError(Exception):
+    """The folder is not a loadable bundle; the message says what is missing."""
+
+
+def write_metadata(out: Path, *, scheme: str, runtime: str, quantizes: str, max_length: int,
+                   labels: tuple[str, ...]) -> None:
+    meta = {"format": FORMAT, "version": VERSION, "scheme": scheme, "runtime": runtime, "quantizes": quantizes,
+            "max_length": max_length, "labels": list(labels), "preprocessing": "Unicode NFC, whitespace folded"}
+    (out / "bundle.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False))
+    (out / "label_map.json").write_text(json.dumps(dict(enumerate(labels)), indent=2, ensure_ascii=False))
+
+
+@dataclass
+class Bundle:
+    directory: Path
+    meta: dict
+    tokenizer: object
+    predictor: object
+
+    @property
+    def labels(self) -> list[str]:
+        return self.meta["labels"]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, one row per text, columns in ``labels`` order."""
+        from study.textnorm import normalize_text
+
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        for start in range(0, len(texts), batch_size):
+            chunk = [normalize_text(str(t)) for t in texts[start:start + batch_size]]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.meta["max_length"],
+                                 return_tensors="np", return_token_type_ids=False)
+            logits = self.predictor.logits(enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64))
+            shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out[start:start + len(chunk)] = shifted / shifted.sum(axis=1, keepdims=True)
+        return out
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+        return [self.labels[i] for i in self.predict_proba(texts, batch_size).argmax(axis=1)]
+
+
+def load_bundle(directory: str | Path, threads: int | None = None) -> Bundle:
+    """Load a bundle folder; raise BundleError naming what is wrong if it is not one."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"{directory} is not a folder")
+    meta_path = directory / "bundle.json"
+    if not meta_path.exists():
+        raise BundleError(f"{directory} is not a model bundle: bundle.json is missing "
+                          "(export one with python -m study.export)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_path} is not valid JSON: {exc}") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise BundleError(f"{meta_path}: unsupported bundle format {meta.get('format')!r} "
+                          f"version {meta.get('version')!r}")
+    for part in ("model", "tokenizer"):
+        if not (directory / part).is_dir():
+            raise BundleError(f"{directory} is not a complete bundle: the {part}/ folder is missing")
+    threads = threads or 1
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory / "tokenizer"))
+        predictor = _predictor(directory / "model", meta["scheme"], meta["runtime"], threads)
+    except BundleError:
+        raise
+    except Exception as exc:
+        raise BundleError(f"{directory}: the model could not be loaded: {exc}") from None
+    return Bundle(directory, meta, tokenizer, predictor)
+
+
+def _predictor(model_dir: Path, scheme: str, runtime: str, threads: int):
+    from objectives.serving import OnnxPredictor, TorchPredictor
+
+    if runtime == "onnxruntime":
+        path = model_dir / "model.onnx"
+        if not path.exists():
+            raise BundleError(f"{model_dir}: model.onnx is missing")
+        return OnnxPredictor(path, threads)
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    if scheme == "torch_dynamic_int8":
+        import warnings
+
+        import torch
+
+        config = AutoConfig.from_pretrained(str(model_dir))
+        model = AutoModelForSequenceClassification.from_config(config).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            model.load_state_dict(torch.load(model_dir / "quantized_state_dict.pt", weights_only=False))
+        return TorchPredictor(model, threads)
+    if runtime == "pytorch":
+        return TorchPredictor(AutoModelForSequenceClassification.from_pretrained(str(model_dir)), threads)
+    raise BundleError(f"{model_dir}: unknown runtime {runtime!r}")
