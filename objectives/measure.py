@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,25 +60,44 @@ def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettin
     predictor.set_threads(settings.threads)
     n = min(settings.latency_examples, len(test))
     singles = [pad_batch(test, np.array([i]), pad_id) for i in range(n)]
-    for i in range(settings.warmup):
-        predictor.logits(*singles[i % n])
-    times = []
-    for ids, mask in singles:
-        start = time.perf_counter()
-        predictor.logits(ids, mask)
-        times.append((time.perf_counter() - start) * 1000.0)
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
     bs = settings.throughput_batch_size
     batches = [pad_batch(test, np.arange(s, min(s + bs, len(test))), pad_id)
                for s in range(0, min(len(test), bs * settings.throughput_batches), bs)]
-    predictor.logits(*batches[0])  # warm-up at this shape
+    return _timed(lambda x: predictor.logits(*x), singles, batches, [len(ids) for ids, _ in batches], settings,
+                  predictor.runtime)
+
+
+def measure_text_speed(predict: Callable[[list[str]], object], texts: tuple[str, ...], settings: MeasureSettings,
+                       runtime: str) -> Speed:
+    """The same protocol for a model that takes raw texts (e.g. the TF-IDF baseline in scikit-learn)."""
+    from threadpoolctl import threadpool_limits
+
+    n = min(settings.latency_examples, len(texts))
+    singles = [[texts[i]] for i in range(n)]
+    bs = settings.throughput_batch_size
+    batches = [list(texts[s:s + bs]) for s in range(0, min(len(texts), bs * settings.throughput_batches), bs)]
+    with threadpool_limits(limits=settings.threads):
+        return _timed(predict, singles, batches, [len(b) for b in batches], settings, runtime)
+
+
+def _timed(call: Callable, singles: list, batches: list, batch_lengths: list[int], settings: MeasureSettings,
+           runtime: str) -> Speed:
+    for i in range(settings.warmup):
+        call(singles[i % len(singles)])
+    times = []
+    for item in singles:
+        start = time.perf_counter()
+        call(item)
+        times.append((time.perf_counter() - start) * 1000.0)
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
+    call(batches[0])  # warm-up at this shape
     start = time.perf_counter()
-    for ids, mask in batches:
-        predictor.logits(ids, mask)
+    for item in batches:
+        call(item)
     elapsed = time.perf_counter() - start
-    examples = sum(len(ids) for ids, _ in batches)
-    return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1, throughput_per_s=examples / elapsed,
-                 batch_size=bs, threads=settings.threads, runtime=predictor.runtime)
+    return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1,
+                 throughput_per_s=sum(batch_lengths) / elapsed, batch_size=settings.throughput_batch_size,
+                 threads=settings.threads, runtime=runtime)
 
 
 def machine_facts() -> dict[str, str]:

@@ -70,7 +70,8 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     lr = ctx.train.learning_rate_scratch if ctx.student.from_scratch else ctx.train.learning_rate_pretrained
     result = fit(model, train=train_enc, train_labels=s.train.labels, validation=val_enc,
                  validation_labels=s.validation.labels, loss_fn=kd_loss_fn(ctx.teacher.train_logits, kd),
-                 settings=ctx.train, learning_rate=lr, pad_id=pad_id, seed=seed)
+                 settings=ctx.train, learning_rate=lr, pad_id=pad_id, seed=seed,
+                 progress=f"trial {trial.number} epochs" if ctx.show_progress else None)
     lap("distil")
     # prune
     report = prune(model, PruneConfig(kind=str(params["prune_kind"]), ratio=float(params["prune_ratio"])))

@@ -66,6 +66,7 @@ class StudyConfig:
     test_size: float = 0.3  # the paper's 70/30 split
     validation_size: float = 0.1  # carved from the training part, for early stopping
     max_failures: int | None = None  # consecutive failed trials before giving up; None: n_trials
+    quiet: bool = False  # no progress bars, no per-trial lines
     keep_models: str = "pareto"  # model bundles logged to MLflow: pareto (dominated ones removed), all, none
     workers: int = 1  # processes sharing each pair study on this machine
     heartbeat_s: int = 20  # Optuna heartbeat; a trial silent for 3 beats is failed and retried once

@@ -39,6 +39,7 @@ class TrialContext:
     seed: int
     workdir: Path
     data_facts: MappingProxyType  # str -> str, logged with every run
+    show_progress: bool = False  # an epochs bar while distilling (on a terminal only)
 
     def trial_seed(self, number: int) -> int:
         return self.seed + number

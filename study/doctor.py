@@ -12,19 +12,8 @@ from optuna.trial import TrialState
 from study.callbacks import KILLED_REASON, finish_run
 from study.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from study.errors import EXIT_USER_ERROR, UserError
-from study.front import completed, pareto_trials
+from study.front import completed, pair_studies, pareto_trials
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, TRIAL_TAG, Tracker
-
-
-def pair_studies(storage: str, study_name: str) -> list[str]:
-    try:
-        names = optuna.get_all_study_names(storage=storage)
-    except Exception as exc:
-        raise UserError(f"Optuna storage {storage!r} is not usable: {exc}") from None
-    found = sorted(n for n in names if n == study_name or n.startswith(study_name + "."))
-    if not found:
-        raise UserError(f"no study named {study_name!r} (or {study_name}.<teacher>.<student>) in {storage}")
-    return found
 
 
 def check_study(study: optuna.Study, tracker: Tracker, experiment_id: str, repair: bool) -> list[str]:

@@ -20,9 +20,8 @@ from optuna.trial import FrozenTrial
 from objectives.bundle import Bundle, BundleError, load_bundle
 from study.callbacks import BUNDLE_ARTIFACT, trial_params
 from study.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
-from study.doctor import pair_studies
 from study.errors import EXIT_USER_ERROR, UserError
-from study.front import completed, pareto_trials
+from study.front import completed, pair_studies, pareto_trials
 from study.tracking import RUN_ID_ATTR, Tracker
 
 ROOT = Path(__file__).resolve().parents[1]

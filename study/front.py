@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.trial import DIRECTIONS, OBJECTIVES
+from study.errors import UserError
 from study.tracking import RUN_ID_ATTR
 
 PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme")
 EXTRA_METRICS = ("accuracy", "throughput_per_s", "nonzero_params", "latency_iqr_ms")
+
+
+def pair_studies(storage: str, study_name: str) -> list[str]:
+    """Names of the pair studies ``<study_name>.<teacher>.<student>`` (or ``study_name`` itself) in storage."""
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).expanduser().exists():
+        raise UserError(f"Optuna storage {storage!r}: the database file does not exist")
+    try:
+        names = optuna.get_all_study_names(storage=storage)
+    except Exception as exc:
+        raise UserError(f"Optuna storage {storage!r} is not usable: {exc}") from None
+    found = sorted(n for n in names if n == study_name or n.startswith(study_name + "."))
+    if not found:
+        raise UserError(f"no study named {study_name!r} (or {study_name}.<teacher>.<student>) in {storage}")
+    return found
 
 
 def completed(study: optuna.Study) -> list[FrozenTrial]:

@@ -13,7 +13,7 @@ from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DE
                           MeasureSettings, StudyConfig, quick_overrides)
 from study.errors import EXIT_USER_ERROR, UserError
 
-OBJECTIVES = ("pareto",)
+OBJECTIVES = ("pareto", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(macro-F1 up, latency down, size down) per teacher/student pair, every trial an MLflow run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--objective", choices=OBJECTIVES, default="pareto",
-                   help="what to run: 'pareto' searches KD temperature/lambda, pruning and quantization")
+                   help="what to run: 'pareto' searches KD temperature/lambda, pruning and quantization; "
+                        "'report' regenerates the figures of an existing study (--study-name) into --out")
+    p.add_argument("--out", type=Path, default=None, help="report objective: folder for the HTML figures "
+                                                          "(they are logged to MLflow either way)")
     p.add_argument("--data", type=Path, default=None,
                    help="labelled corpus (.xlsx/.csv/.tsv/.jsonl); default: $STUDY_DATA, else a small synthetic "
                         "demo corpus")
@@ -62,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat", type=int, default=20,
                    help="seconds between a running trial's heartbeats; a trial silent for 3 beats (its worker was "
                         "killed) is marked failed, its MLflow run KILLED, and its params queued once more")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars and no per-trial lines (fronts and errors are still printed); bars "
+                        "are shown only on a terminal anyway")
     p.add_argument("--quick", action="store_true",
                    help="demo/test setting: at most 3 epochs, 3000 training texts, 64 tokens, fewer timing "
                         "repeats; without it the defaults are the real thing")
@@ -76,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers,
-                      keep_models=args.keep_models,
+                      keep_models=args.keep_models, quiet=args.quiet,
                       measure=MeasureSettings(threads=args.threads),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     return quick_overrides(cfg) if cfg.quick else cfg
@@ -106,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         quiet_libraries()
-        from study.runner import run_pareto
+        from study.runner import run_pareto, run_report
 
+        if cfg.objective == "report":
+            run_report(cfg, args.out)
+            return 0
         fronts = run_pareto(cfg)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from types import MappingProxyType
 import optuna
 from optuna.trial import TrialState
 
+from objectives.baseline import run_baseline
 from objectives.measure import machine_facts
 from objectives.prune import nonzero_parameters
 from objectives.trial import DIRECTIONS, OBJECTIVES, TrialOutcome, check_space, objective, serve_and_measure
@@ -24,20 +25,17 @@ from study.context import TrialContext
 from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
 from study.demo import demo_corpus
 from study.errors import UserError
+from study.progress import TrialProgress, say
+from study.report import publish
 from study.stores import check_reachable
 from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
 from study.models import ModelSpec, check_loadable, resolve_model
 from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
 from study.training import set_compute_threads
-from study.callbacks import (TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler,
-                             trial_params)
+from study.callbacks import TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
 
 NSGA2_POPULATION = 10  # small enough that the genetic search starts within an afternoon's trials
-
-
-def say(*parts: object) -> None:
-    print(*parts, flush=True)
 
 
 @dataclass(frozen=True)
@@ -149,7 +147,8 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     say(f"[data] {prep.corpus.source}: {prep.corpus.rows_read} rows read, {prep.corpus.duplicates_dropped} exact "
         f"duplicates dropped, {len(prep.corpus.texts)} kept; split train {len(prep.split.train)} / validation "
         f"{len(prep.split.validation)} / test {len(prep.split.test)} (seed {cfg.seed})")
-    teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+    teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=say,
+                              progress=not cfg.quiet)
     workdir = Path(tempfile.mkdtemp(prefix="study-trials-"))
     fronts = {}
     try:
@@ -157,6 +156,10 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
         say(f"[teacher] {prep.teacher.name} fp32 (PyTorch, {cfg.measure.threads} thread(s)): test macro-F1 "
             f"{reference['teacher_macro_f1']:.4f}, {reference['teacher_latency_ms']:.2f} ms/example at batch 1, "
             f"{reference['teacher_size_mb']:.2f} MB")
+        baseline = run_baseline(prep.split, cfg.measure, cfg.seed)
+        reference.update(baseline.as_metrics())
+        say(f"[baseline] TF-IDF + logistic regression (scikit-learn): test macro-F1 {baseline.macro_f1:.4f}, "
+            f"{baseline.speed.latency_ms:.2f} ms/example at batch 1, {baseline.size_bytes / 1e6:.2f} MB")
         contexts = pair_contexts(prep, teacher, workdir)
         opened = [open_pair_study(prep, ctx, reference) for ctx in contexts]
         helpers = start_helpers(cfg, reference) if cfg.workers > 1 else []
@@ -177,6 +180,7 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
             for ctx, (study, trial_tracker) in zip(contexts, opened):
                 finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id,
                              statuses.get(ctx.study_name, "FAILED"), cfg.keep_models)
+        publish(cfg.study_name, [study for study, _ in opened], prep.tracker, log=say)
         all_trials = []
         for ctx, (study, _) in zip(contexts, opened):
             fronts[ctx.study_name] = pareto_trials(completed(study))
@@ -198,7 +202,7 @@ def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path) -> l
     return [TrialContext(study_name=pair_study_name(prep.cfg, prep.teacher, student), split=prep.split,
                          teacher=teacher, student=student, scratch_tokenizer_dir=tokenizer_dir, space=prep.space,
                          train=prep.cfg.train, measure=prep.cfg.measure, seed=prep.cfg.seed, workdir=workdir,
-                         data_facts=facts)
+                         data_facts=facts, show_progress=not prep.cfg.quiet and prep.cfg.workers == 1)
             for student in prep.students]
 
 
@@ -279,10 +283,17 @@ def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker
     say(f"\n[{ctx.study_name}] {done} completed trial(s) stored; running until {cfg.n_trials} "
         f"(sampler {cfg.sampler}, storage {cfg.storage})")
     start = time.monotonic()
+    objective_fn = tracked_objective(ctx, trial_tracker, reference)
+    progress = TrialProgress(ctx.study_name, cfg.n_trials, done, quiet=cfg.quiet)
+    try:
+        return _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start)
+    finally:
+        progress.close()
+
+
+def _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start) -> str:
     failures_in_row = 0
     max_failures = cfg.max_failures or cfg.n_trials
-    objective_fn = tracked_objective(ctx, trial_tracker, reference)
-    progress = ProgressLine(ctx.study_name, cfg.n_trials)
     while True:
         with _quiet_experimental():
             optuna.storages.fail_stale_trials(study)
@@ -303,26 +314,6 @@ def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker
 
 
 WAIT_FOR_OTHERS_S = 5.0
-
-
-class ProgressLine:
-    """Optuna callback printing one line per finished trial."""
-
-    def __init__(self, study_name: str, n_trials: int):
-        self.study_name = study_name
-        self.n_trials = n_trials
-        self.last_state: TrialState | None = None
-
-    def __call__(self, study: optuna.Study, trial) -> None:
-        self.last_state = trial.state
-        if trial.state != TrialState.COMPLETE:
-            return
-        done, _ = counts(study)
-        p, v = trial_params(trial), trial.values
-        seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        say(f"[{self.study_name}] trial {trial.number} done ({done}/{self.n_trials}, {seconds:.0f}s): "
-            f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} prune={p['prune_ratio']:.2f} "
-            f"quant={p['quant_scheme']} -> macro-F1 {v[0]:.4f}, {v[1]:.3f} ms, {v[2]:.2f} MB")
 
 
 def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference: dict[str, float]):
@@ -390,3 +381,15 @@ def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent:
             f"latency = median ms/example at batch 1 in the serving runtime):")
         say(printable(frame))
     tracker.end_study(parent, status)
+
+
+def run_report(cfg: StudyConfig, out: Path | None) -> list[Path]:
+    """The report objective: regenerate every figure of study ``cfg.study_name`` from its stores."""
+    from study.front import pair_studies
+
+    check_reachable(cfg.tracking_uri, "MLflow tracking URI")
+    names = pair_studies(cfg.storage, cfg.study_name)
+    tracker = Tracker(cfg.tracking_uri)
+    tracker.check()
+    studies = [optuna.load_study(study_name=n, storage=cfg.storage) for n in names]
+    return publish(cfg.study_name, studies, tracker, out, log=say)

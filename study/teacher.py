@@ -73,7 +73,7 @@ def teacher_cache_key(spec: ModelSpec, split: DataSplit, settings: TrainSettings
 
 
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
-                    log=print) -> TeacherArtifacts:
+                    log=print, progress: bool = False) -> TeacherArtifacts:
     """Load the cached teacher for this key, or fine-tune it (cross-entropy) and cache it."""
     key = teacher_cache_key(spec, split, settings, seed)
     final = cache_dir / "teachers" / f"{spec.name}-{key}"
@@ -82,7 +82,7 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
         log(f"[teacher] fine-tuning {spec.name} once on {len(split.train)} training texts "
             f"(cached at {final}; later studies reuse it)")
         tokenizer_dir = scratch_tokenizer(split, cache_dir) if spec.from_scratch else None
-        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log))
+        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress))
     else:
         log(f"[teacher] reusing cached {spec.name} from {final}")
     meta = json.loads((final / "meta.json").read_text())
@@ -93,7 +93,7 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
 
 
 def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int, out: Path,
-                   tokenizer_dir: Path | None, log) -> None:
+                   tokenizer_dir: Path | None, log, progress: bool) -> None:
     tokenizer = load_tokenizer(spec, tokenizer_dir)
     model = build_model(spec, split.label_names, vocab_size=len(tokenizer), seed=seed)
     train = encode(tokenizer, split.train.texts, settings.max_length)
@@ -103,7 +103,8 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
                  validation_labels=split.validation.labels,
                  loss_fn=lambda logits, labels, _index: F.cross_entropy(logits, labels),
                  settings=settings, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
-                 on_epoch=lambda e, f1: log(f"[teacher] epoch {e}: validation macro-F1 {f1:.4f}"))
+                 on_epoch=lambda e, f1: log(f"[teacher] epoch {e}: validation macro-F1 {f1:.4f}"),
+                 progress="teacher epochs" if progress else None)
     train_logits = torch_logits(model, train, tokenizer.pad_token_id)
     validation_logits = torch_logits(model, validation, tokenizer.pad_token_id)
     model.save_pretrained(str(out / "model"))

@@ -79,6 +79,21 @@ class Tracker:
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
+    def find_study_run(self, experiment_id: str, study_name: str):
+        runs = self.client.search_runs([experiment_id], filter_string=(
+            f"tags.{ROLE} = 'study' and tags.`{STUDY_TAG}` = '{study_name}'"), max_results=1)
+        return runs[0] if runs else None
+
+    def report_run(self, experiment_id: str, study_name: str) -> str:
+        """The one run per experiment (tag role=report) holding the merged front across pairs."""
+        runs = self.client.search_runs([experiment_id], filter_string=f"tags.{ROLE} = 'report'", max_results=1)
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(experiment_id, run_name=f"{study_name} report",
+                                     tags={ROLE: "report", STUDY_TAG: study_name})
+        self.client.set_terminated(run.info.run_id, status="FINISHED")
+        return run.info.run_id
+
     def start_trial(self, experiment_id: str, parent_id: str, study_name: str, number: int,
                     params: dict[str, Any], tags: dict[str, str]) -> str:
         run = self.client.create_run(experiment_id, run_name=f"trial-{number}", tags={

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -111,12 +112,15 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]  # (lo
 
 def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded, validation_labels: np.ndarray,
         loss_fn: LossFn, settings: TrainSettings, learning_rate: float, pad_id: int, seed: int,
-        on_epoch: Callable[[int, float], None] | None = None) -> TrainResult:
+        on_epoch: Callable[[int, float], None] | None = None, progress: str | None = None) -> TrainResult:
     """Train with AdamW + linear warm-up/decay; keep the weights of the best validation macro-F1 epoch.
 
     Stops after ``settings.patience`` epochs without improvement or ``settings.max_epochs`` epochs.
-    Raises FloatingPointError if the loss becomes NaN or infinite.
+    Raises FloatingPointError if the loss becomes NaN or infinite. ``progress`` names an epochs bar
+    (shown on a terminal only).
     """
+    from tqdm import tqdm
+
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
@@ -130,6 +134,8 @@ def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded,
     best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
     start = time.perf_counter()
     epoch = 0
+    bar = tqdm(total=settings.max_epochs, desc=progress, unit="epoch", leave=False, file=sys.stderr,
+               disable=None if progress else True, dynamic_ncols=True)
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         for index in bucketed_batches(train, settings.batch_size, rng):
@@ -144,6 +150,8 @@ def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded,
             optimizer.step()
             schedule.step()
         f1 = macro_f1(validation_labels, torch_logits(model, validation, pad_id).argmax(axis=1))
+        bar.update(1)
+        bar.set_postfix(val_f1=f"{f1:.4f}")
         if on_epoch is not None:
             on_epoch(epoch, f1)
         if f1 > best_f1:
@@ -153,6 +161,7 @@ def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded,
             stale += 1
             if stale >= settings.patience:
                 break
+    bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

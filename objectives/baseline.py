@@ -1,0 +1,48 @@
+"""The non-neural reference: TF-IDF (char 1-4 + word 1-2) with logistic regression, measured like a trial."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from sklearn.pipeline import make_pipeline, make_union
+
+from objectives.measure import Speed, measure_text_speed
+from study.config import MeasureSettings
+from study.data import DataSplit
+from study.training import macro_f1
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    macro_f1: float
+    accuracy: float
+    speed: Speed
+    size_bytes: int  # the pickled scikit-learn pipeline
+
+    def as_metrics(self, prefix: str = "baseline_") -> dict[str, float]:
+        return {f"{prefix}macro_f1": self.macro_f1, f"{prefix}accuracy": self.accuracy,
+                f"{prefix}latency_ms": self.speed.latency_ms, f"{prefix}throughput_per_s": self.speed.throughput_per_s,
+                f"{prefix}size_mb": self.size_bytes / 1e6}
+
+
+def tfidf_pipeline(seed: int):
+    features = make_union(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True, max_features=200_000),
+        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True, token_pattern=r"\S+"))
+    return make_pipeline(features, LogisticRegression(max_iter=2000, C=10.0, random_state=seed))
+
+
+def run_baseline(split: DataSplit, settings: MeasureSettings, seed: int) -> BaselineResult:
+    """Fit on train + validation (it needs no early stopping), score on test, time like every model."""
+    pipe = tfidf_pipeline(seed)
+    texts = list(split.train.texts) + list(split.validation.texts)
+    labels = list(split.train.labels) + list(split.validation.labels)
+    pipe.fit(texts, labels)
+    predictions = pipe.predict(list(split.test.texts))
+    speed = measure_text_speed(pipe.predict_proba, split.test.texts, settings, runtime="scikit-learn")
+    return BaselineResult(macro_f1(split.test.labels, predictions),
+                          float(accuracy_score(split.test.labels, predictions)), speed, len(pickle.dumps(pipe)))

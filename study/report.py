@@ -1,0 +1,179 @@
+"""Figures of finished studies (fronts, history, hypervolume, importances, parallel coordinates) as HTML."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+from objectives.trial import OBJECTIVES
+from study.front import completed, pareto_trials
+
+LABELS = {"macro_f1": "macro-F1 (test)", "latency_ms": "latency ms (batch 1)", "size_mb": "size MB"}
+REFERENCES = (("teacher", "fp32 teacher", "star", "black"), ("baseline", "TF-IDF + LR baseline", "diamond", "red"))
+
+
+def reference_points(metrics: dict[str, float]) -> list[tuple[str, dict[str, float], str, str]]:
+    """(name, {objective: value}, marker, colour) for the teacher and baseline found in ``metrics``."""
+    points = []
+    for prefix, name, marker, colour in REFERENCES:
+        values = {o: metrics.get(f"{prefix}_{o}") for o in OBJECTIVES}
+        if all(v is not None for v in values.values()):
+            points.append((name, values, marker, colour))
+    return points
+
+
+def _add_references(fig: go.Figure, refs, axes: Sequence[str]) -> None:
+    for name, values, marker, colour in refs:
+        coords = [values[a] for a in axes]
+        if len(axes) == 3:
+            fig.add_trace(go.Scatter3d(x=[coords[0]], y=[coords[1]], z=[coords[2]], mode="markers+text", text=[name],
+                                       name=name, marker={"symbol": "diamond", "size": 7, "color": colour}))
+        else:
+            fig.add_trace(go.Scatter(x=[coords[0]], y=[coords[1]], mode="markers+text", text=[name],
+                                     textposition="top center", name=name,
+                                     marker={"symbol": marker, "size": 14, "color": colour}))
+
+
+def _placeholder(title: str, reason: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=reason, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
+def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[str, go.Figure]]:
+    """Every figure of one pair study; reference points drawn on every front."""
+    from optuna import visualization as vis
+
+    refs = reference_points(metrics)
+    trials = completed(study)
+    figs: list[tuple[str, go.Figure]] = []
+    for a, b in ((0, 1), (0, 2)):
+        fig = vis.plot_pareto_front(study, targets=lambda t, a=a, b=b: (t.values[a], t.values[b]),
+                                    target_names=[LABELS[OBJECTIVES[a]], LABELS[OBJECTIVES[b]]])
+        _add_references(fig, refs, (OBJECTIVES[a], OBJECTIVES[b]))
+        fig.update_layout(title=f"Pareto front: {LABELS[OBJECTIVES[a]]} vs {LABELS[OBJECTIVES[b]]}")
+        figs.append((f"pareto_{OBJECTIVES[a]}_{OBJECTIVES[b]}", fig))
+    fig = vis.plot_pareto_front(study, target_names=[LABELS[o] for o in OBJECTIVES])
+    _add_references(fig, refs, OBJECTIVES)
+    fig.update_layout(title="Pareto front, all three objectives")
+    figs.append(("pareto_3d", fig))
+    for i, name in enumerate(OBJECTIVES):
+        fig = vis.plot_optimization_history(study, target=lambda t, i=i: t.values[i], target_name=LABELS[name])
+        fig.update_layout(title=f"Optimization history: {LABELS[name]}")
+        figs.append((f"history_{name}", fig))
+    if len(trials) >= 2:
+        worst = [0.0, max(t.values[1] for t in trials) * 1.1, max(t.values[2] for t in trials) * 1.1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fig = vis.plot_hypervolume_history(study, reference_point=worst)
+        fig.update_layout(title=f"Hypervolume over trials (reference point: F1 0, latency {worst[1]:.3g} ms, "
+                                f"size {worst[2]:.3g} MB)")
+    else:
+        fig = _placeholder("Hypervolume over trials", "needs at least 2 completed trials")
+    figs.append(("hypervolume", fig))
+    for i, name in enumerate(OBJECTIVES):
+        title = f"Parameter importances for {LABELS[name]}"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fig = vis.plot_param_importances(study, target=lambda t, i=i: t.values[i], target_name=LABELS[name])
+            fig.update_layout(title=title)
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+            fig = _placeholder(title, f"not computable yet: {exc}")
+        figs.append((f"importance_{name}", fig))
+    fig = vis.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=LABELS["macro_f1"])
+    fig.update_layout(title="Parallel coordinates (colour: macro-F1)")
+    figs.append(("parallel_coordinates", fig))
+    return figs
+
+
+def merged_figure(studies: Sequence[optuna.Study], metrics: dict[str, float]) -> go.Figure:
+    """All pairs' trials (F1 vs latency), the merged front marked, and the reference points."""
+    all_trials = [t for s in studies for t in completed(s)]
+    front = {(t.user_attrs.get("study"), t.number) for t in pareto_trials(all_trials)}
+    fig = go.Figure()
+    for study in studies:
+        trials = completed(study)
+        on = [t for t in trials if (t.user_attrs.get("study"), t.number) in front]
+        off = [t for t in trials if (t.user_attrs.get("study"), t.number) not in front]
+        pair = study.study_name.split(".", 1)[-1]
+        for group, opacity, suffix in ((on, 1.0, " (merged front)"), (off, 0.35, "")):
+            if group:
+                fig.add_trace(go.Scatter(
+                    x=[t.values[1] for t in group], y=[t.values[0] for t in group], mode="markers", name=pair + suffix,
+                    legendgroup=pair, opacity=opacity, marker={"size": 11 if suffix else 8},
+                    text=[f"{pair} trial {t.number}, {t.values[2]:.2f} MB" for t in group], hoverinfo="text+x+y"))
+    _add_references(fig, reference_points(metrics), ("latency_ms", "macro_f1"))
+    fig.update_layout(title="Merged Pareto front across teacher/student pairs", xaxis_title=LABELS["latency_ms"],
+                      yaxis_title=LABELS["macro_f1"])
+    return fig
+
+
+def write_html(figures: Sequence[tuple[str, go.Figure]], path: Path, title: str, intro: str = "") -> Path:
+    """One self-contained HTML file (plotly.js inlined once), one <div id=NAME> per figure."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>",
+             f"<script type='text/javascript'>{get_plotlyjs()}</script>",
+             "<style>body{font-family:sans-serif;margin:2em} .figure{margin-bottom:2em}</style></head><body>",
+             f"<h1>{title}</h1><p>{intro}</p>"]
+    for name, fig in figures:
+        parts.append(f"<div class='figure' id='{name}'>{fig.to_html(full_html=False, include_plotlyjs=False)}</div>")
+    parts.append("</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return path
+
+
+def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path | None = None,
+            log=print) -> list[Path]:
+    """Write each pair study's report and the merged front, and log them to MLflow.
+
+    Each pair's ``report.html`` goes to its parent run (``report/``); the merged front across pairs
+    (``merged_front.html``, ``merged_front.csv``) to the experiment's ``role=report`` run.
+    """
+    import tempfile
+
+    from study.front import front_frame
+
+    experiment = tracker.client.get_experiment_by_name(study_name)
+    if experiment is None:
+        from study.errors import UserError
+
+        raise UserError(f"no MLflow experiment {study_name!r} in {tracker.uri}")
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(out) if out is not None else Path(tmp)
+        all_metrics: dict[str, float] = {}
+        for study in studies:
+            parent = tracker.find_study_run(experiment.experiment_id, study.study_name)
+            metrics = dict(parent.data.metrics) if parent else {}
+            all_metrics = all_metrics or metrics
+            if not completed(study):
+                continue
+            path = write_html(study_figures(study, metrics), folder / f"{study.study_name}.html",
+                              f"Study {study.study_name}",
+                              f"{len(completed(study))} completed trials. Reference points: the fp32 teacher and the "
+                              "TF-IDF + logistic-regression baseline, measured in the study's own run.")
+            written.append(path)
+            if parent:
+                tracker.log_artifact(parent.info.run_id, path, "report")
+        merged = [s for s in studies if completed(s)]
+        if merged:
+            path = write_html([("merged_front", merged_figure(merged, all_metrics))], folder / "merged_front.html",
+                              f"Merged front of {study_name}", "Every completed trial of every teacher/student pair; "
+                              "the merged Pareto front in full colour.")
+            csv = folder / "merged_front.csv"
+            front_frame(pareto_trials([t for s in merged for t in completed(s)])).to_csv(csv, index=False)
+            written += [path, csv]
+            report_run = tracker.report_run(experiment.experiment_id, study_name)
+            tracker.log_artifact(report_run, path)
+            tracker.log_artifact(report_run, csv)
+        if out is not None:
+            for path in written:
+                log(f"[report] wrote {path}")
+    return written
