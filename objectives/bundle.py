@@ -103,20 +103,34 @@ def _predictor(model_dir: Path, scheme: str, runtime: str, threads: int):
         if not path.exists():
             raise BundleError(f"{model_dir}: model.onnx is missing")
         return OnnxPredictor(path, threads)
+    if runtime != "pytorch":
+        raise BundleError(f"{model_dir}: unknown runtime {runtime!r}")
+    return TorchPredictor(load_torch_model(model_dir, scheme), threads)
+
+
+def load_torch_model(model_dir: Path, scheme: str):
+    """Rebuild a PyTorch bundle's model: config -> (pruned layout) -> (int8 modules) -> saved weights."""
+    import warnings
+
+    import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    config = AutoConfig.from_pretrained(str(model_dir))
+    model = AutoModelForSequenceClassification.from_config(config).eval()
+    layout = getattr(config, "pruned_layout", None)
+    if layout:
+        from objectives.prune import apply_layout
+
+        apply_layout(model, layout)
     if scheme == "torch_dynamic_int8":
-        import warnings
-
-        import torch
-
-        config = AutoConfig.from_pretrained(str(model_dir))
-        model = AutoModelForSequenceClassification.from_config(config).eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
             model.load_state_dict(torch.load(model_dir / "quantized_state_dict.pt", weights_only=False))
-        return TorchPredictor(model, threads)
-    if runtime == "pytorch":
-        return TorchPredictor(AutoModelForSequenceClassification.from_pretrained(str(model_dir)), threads)
-    raise BundleError(f"{model_dir}: unknown runtime {runtime!r}")
+        return model
+    from safetensors.torch import load_file
+
+    if scheme == "bf16":
+        model = model.to(torch.bfloat16)
+    model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+    return model

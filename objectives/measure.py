@@ -33,9 +33,11 @@ class Speed:
     threads: int
     runtime: str
 
-    def as_metrics(self) -> dict[str, float]:
-        return {"latency_ms": self.latency_ms, "latency_iqr_ms": self.latency_iqr_ms,
-                "throughput_per_s": self.throughput_per_s}
+    latency_cv: float = 0.0  # coefficient of variation of the batch-1 calls (std / mean)
+
+    def as_metrics(self, suffix: str = "") -> dict[str, float]:
+        return {f"latency_ms{suffix}": self.latency_ms, f"latency_iqr_ms{suffix}": self.latency_iqr_ms,
+                f"latency_cv{suffix}": self.latency_cv, f"throughput_per_s{suffix}": self.throughput_per_s}
 
 
 def evaluate(predictor, test: Encoded, labels: np.ndarray, pad_id: int, batch_size: int = 64) -> Quality:
@@ -53,15 +55,17 @@ def evaluate(predictor, test: Encoded, labels: np.ndarray, pad_id: int, batch_si
 def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettings) -> Speed:
     """Batch-1 latency over real test texts (their own lengths) and batch throughput, after warm-up.
 
-    The first ``latency_examples`` test texts are each timed once at batch size 1 (the median is
-    reported); throughput times ``throughput_batches`` consecutive batches of ``throughput_batch_size``
-    test texts, each padded to its longest text.
+    The first ``latency_examples`` test texts are each timed once at batch size 1 (the median, IQR and
+    coefficient of variation are reported); throughput times ``throughput_batches`` consecutive batches
+    of ``throughput_batch_size`` test texts, each padded to its longest text (or to
+    ``settings.fixed_length`` tokens when set).
     """
     predictor.set_threads(settings.threads)
     n = min(settings.latency_examples, len(test))
-    singles = [pad_batch(test, np.array([i]), pad_id) for i in range(n)]
+    width = settings.fixed_length
+    singles = [pad_batch(test, np.array([i]), pad_id, width) for i in range(n)]
     bs = settings.throughput_batch_size
-    batches = [pad_batch(test, np.arange(s, min(s + bs, len(test))), pad_id)
+    batches = [pad_batch(test, np.arange(s, min(s + bs, len(test))), pad_id, width)
                for s in range(0, min(len(test), bs * settings.throughput_batches), bs)]
     return _timed(lambda x: predictor.logits(*x), singles, batches, [len(ids) for ids, _ in batches], settings,
                   predictor.runtime)
@@ -95,9 +99,10 @@ def _timed(call: Callable, singles: list, batches: list, batch_lengths: list[int
     for item in batches:
         call(item)
     elapsed = time.perf_counter() - start
+    cv = statistics.pstdev(times) / statistics.fmean(times) if len(times) > 1 else 0.0
     return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1,
                  throughput_per_s=sum(batch_lengths) / elapsed, batch_size=settings.throughput_batch_size,
-                 threads=settings.threads, runtime=runtime)
+                 threads=settings.threads, runtime=runtime, latency_cv=cv)
 
 
 def machine_facts() -> dict[str, str]:

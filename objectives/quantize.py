@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from onnxruntime.quantization import CalibrationDataReader
 from torch import nn
 
 from objectives.serving import OnnxPredictor, TorchPredictor
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+class SchemeUnavailable(RuntimeError):
+    """This machine cannot run the scheme (the trial fails with this reason; fp32 is never measured instead)."""
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Which scheme, and for static int8 how to calibrate (method, number of training examples)."""
+
+    scheme: str
+    calibration: str = "minmax"
+    calibration_examples: int = 128
+
+    def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown quantization scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
+        if self.calibration not in CALIBRATION_METHODS:
+            raise ValueError(f"unknown calibration method {self.calibration!r}; known: {', '.join(CALIBRATION_METHODS)}")
+
+
+Batches = Sequence[tuple[np.ndarray, np.ndarray]]  # (input_ids, attention_mask) pairs
 
 
 @dataclass(frozen=True)
@@ -29,7 +57,17 @@ class Servable:
 
     @property
     def size_bytes(self) -> int:
+        """Bytes of the serialized artifact as deployed (dense: zeros from pruning still take space)."""
         return sum(f.stat().st_size for f in self.files)
+
+    @property
+    def compressed_bytes(self) -> int:
+        """Bytes of the same files in a deflate zip: what unstructured sparsity saves with compression."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+            for f in self.files:
+                archive.write(f, f.name)
+        return buffer.getbuffer().nbytes
 
 
 @dataclass(frozen=True)
@@ -37,15 +75,16 @@ class Scheme:
     name: str
     runtime: str
     quantizes: str
-    build: Callable[[nn.Module, Path], tuple[TorchPredictor | OnnxPredictor, tuple[Path, ...]]]
+    build: Callable[..., tuple[TorchPredictor | OnnxPredictor, tuple[Path, ...]]]
+    needs_calibration: bool = False
 
 
 SCHEMES: dict[str, Scheme] = {}
 
 
-def register(name: str, runtime: str, quantizes: str):
+def register(name: str, runtime: str, quantizes: str, needs_calibration: bool = False):
     def wrap(fn):
-        SCHEMES[name] = Scheme(name, runtime, quantizes, fn)
+        SCHEMES[name] = Scheme(name, runtime, quantizes, fn, needs_calibration)
         return fn
     return wrap
 
@@ -80,8 +119,28 @@ def _config_file(model: nn.Module, directory: Path) -> Path:
     return path
 
 
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 @register("none", "pytorch", "nothing: fp32 weights, served by PyTorch")
-def _fp32_torch(model: nn.Module, out: Path):
+def _fp32_torch(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
+    model.save_pretrained(str(out), safe_serialization=True)
+    files = tuple(sorted(p for p in out.iterdir() if p.suffix in (".safetensors", ".json")))
+    return TorchPredictor(model), files
+
+
+@register("bf16", "pytorch", "all weights bf16 (embeddings included), bf16 arithmetic; served by PyTorch")
+def _bf16_torch(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
+    if not cpu_supports_bf16():
+        raise SchemeUnavailable("bf16 needs a CPU with AVX512-BF16 or AMX-BF16; this CPU has neither, and "
+                                "emulated bf16 would not measure what a deployment gets")
+    model = model.to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True)
     files = tuple(sorted(p for p in out.iterdir() if p.suffix in (".safetensors", ".json")))
     return TorchPredictor(model), files
@@ -89,7 +148,7 @@ def _fp32_torch(model: nn.Module, out: Path):
 
 @register("torch_dynamic_int8", "pytorch",
           "linear-layer weights int8 (activations quantized on the fly); embeddings and LayerNorm fp32")
-def _torch_dynamic(model: nn.Module, out: Path):
+def _torch_dynamic(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated but still the eager int8 path
         warnings.simplefilter("ignore")
         quantized = torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
@@ -99,14 +158,14 @@ def _torch_dynamic(model: nn.Module, out: Path):
 
 
 @register("onnx_fp32", "onnxruntime", "nothing: fp32 weights, served by ONNX Runtime")
-def _onnx_fp32(model: nn.Module, out: Path):
+def _onnx_fp32(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
     path = export_onnx(model, out / "model.onnx")
     return OnnxPredictor(path), (path,)
 
 
 @register("onnx_dynamic_int8", "onnxruntime",
           "MatMul/Gemm weights and embedding tables (Gather) int8, activations quantized on the fly")
-def _onnx_dynamic(model: nn.Module, out: Path):
+def _onnx_dynamic(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = export_onnx(model, out / "model.fp32.onnx")
@@ -116,13 +175,48 @@ def _onnx_dynamic(model: nn.Module, out: Path):
     return OnnxPredictor(path), (path,)
 
 
-def quantize(model: nn.Module, scheme: str, out: Path) -> Servable:
-    """Apply ``scheme`` to ``model`` and write its deployable artifact into ``out`` (created)."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown quantization scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+class _Reader(CalibrationDataReader):
+    """ONNX Runtime calibration data reader over (input_ids, attention_mask) batches."""
+
+    def __init__(self, batches: Batches):
+        self._items = iter([{"input_ids": ids, "attention_mask": mask} for ids, mask in batches])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+@register("onnx_static_int8", "onnxruntime",
+          "MatMul/Gemm/Gather weights and their activations int8 (QDQ), activation ranges calibrated on "
+          "training examples", needs_calibration=True)
+def _onnx_static(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not calibration:
+        raise ValueError("onnx_static_int8 needs calibration batches (training examples)")
+    reader = _Reader(calibration)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[config.calibration]
+    fp32 = export_onnx(model, out / "model.fp32.onnx")
+    path = out / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(fp32), str(path), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=False,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                        extra_options={"CalibMovingAverage": True})
+    fp32.unlink()
+    for leftover in out.glob("augmented_model*.onnx"):
+        leftover.unlink()
+    return OnnxPredictor(path), (path,)
+
+
+def quantize(model: nn.Module, config: QuantConfig | str, out: Path, calibration: Batches | None = None) -> Servable:
+    """Apply ``config`` to ``model`` and write its deployable artifact into ``out`` (created)."""
+    if isinstance(config, str):
+        config = QuantConfig(config)
     out.mkdir(parents=True, exist_ok=True)
-    spec = SCHEMES[scheme]
-    predictor, files = spec.build(model, out)
-    (out / "scheme.json").write_text(json.dumps({"scheme": scheme, "runtime": spec.runtime,
-                                                 "quantizes": spec.quantizes}))
-    return Servable(scheme, predictor, files, spec.quantizes)
+    spec = SCHEMES[config.scheme]
+    predictor, files = spec.build(model, out, config, calibration)
+    (out / "scheme.json").write_text(json.dumps({"scheme": config.scheme, "runtime": spec.runtime,
+                                                 "quantizes": spec.quantizes, "calibration": config.calibration}))
+    return Servable(config.scheme, predictor, files, spec.quantizes)

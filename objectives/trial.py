@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
+
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,14 @@ from objectives.bundle import write_metadata
 from objectives.distill import DistillConfig, kd_loss_fn
 from objectives.measure import Quality, Speed, evaluate, measure_speed
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
-from objectives.quantize import SCHEMES, Servable, quantize
+from objectives.quantize import CALIBRATION_METHODS, SCHEMES, QuantConfig, Servable, quantize
 from search_spaces import SearchSpace, suggest
 from study.config import MeasureSettings
 from study.context import TrialContext
 from study.data import DataSplit
 from study.errors import UserError
 from study.models import build_model, load_tokenizer
-from study.training import encode, fit
+from study.training import Encoded, encode, fit, pad_batch
 
 OBJECTIVES = ("macro_f1", "latency_ms", "size_mb")
 DIRECTIONS = ("maximize", "minimize", "minimize")
@@ -39,7 +41,8 @@ class TrialOutcome:
 
 def check_space(space: SearchSpace) -> None:
     """Every categorical choice of the space must name a registered pruning kind / quantization scheme."""
-    for name, registry in (("prune_kind", PRUNERS), ("quant_scheme", SCHEMES)):
+    for name, registry in (("prune_kind", PRUNERS), ("quant_scheme", SCHEMES),
+                           ("calibration", dict.fromkeys(CALIBRATION_METHODS))):
         unknown = [c for c in space.choices(name) if c not in registry]
         if unknown:
             raise UserError(f"search space {space.source}: {name} choice(s) {', '.join(map(str, unknown))} "
@@ -81,13 +84,14 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     out = ctx.trial_dir(trial.number)
     if out.exists():
         shutil.rmtree(out)
-    served = serve_and_measure(model, tokenizer, str(params["quant_scheme"]), out, ctx.split, ctx.train.max_length,
-                               ctx.measure)
+    quant = QuantConfig(str(params["quant_scheme"]), calibration=str(params.get("calibration", "minmax")))
+    calibration = calibration_batches(train_enc, pad_id) if SCHEMES[quant.scheme].needs_calibration else None
+    served = serve_and_measure(model, tokenizer, quant, out, ctx.split, ctx.train.max_length, ctx.measure,
+                               calibration=calibration)
     timings.update(served.timings)
     servable, quality, speed = served.servable, served.quality, served.speed
     size_mb = servable.size_bytes / 1e6
-    metrics = {"macro_f1": quality.macro_f1, "accuracy": quality.accuracy, **speed.as_metrics(),
-               "size_mb": size_mb, "size_bytes": float(servable.size_bytes), "nonzero_params": float(nonzero),
+    metrics = {**served.metrics(), "nonzero_params": float(nonzero),
                "pruned_sparsity": report.sparsity, "validation_macro_f1": result.best_validation_macro_f1,
                "best_epoch": float(result.best_epoch), "epochs_run": float(result.epochs_run), **timings}
     tags = {"runtime": servable.runtime, "quantizes": servable.quantizes,
@@ -102,21 +106,36 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
 class Served:
     servable: Servable
     quality: Quality
-    speed: Speed
+    speed: Speed  # at the configured threads (default 1)
+    speed_all_cores: Speed  # at all cores
     timings: dict[str, float]
 
+    def metrics(self) -> dict[str, float]:
+        return {"macro_f1": self.quality.macro_f1, "accuracy": self.quality.accuracy, **self.speed.as_metrics(),
+                **self.speed_all_cores.as_metrics(suffix="_allcores"),
+                "size_mb": self.servable.size_bytes / 1e6, "size_bytes": float(self.servable.size_bytes),
+                "size_compressed_mb": self.servable.compressed_bytes / 1e6}
 
-def serve_and_measure(model, tokenizer, scheme: str, out: Path, split: DataSplit, max_length: int,
-                      settings: MeasureSettings) -> Served:
+
+def calibration_batches(train: Encoded, pad_id: int, examples: int = 128, batch_size: int = 8) -> list:
+    """The first ``examples`` training texts in batches for static int8, all padded to one width (the
+    histogram calibrators, entropy and percentile, need equal shapes across batches)."""
+    n = min(examples, len(train))
+    width = int(train.lengths()[:n].max())
+    return [pad_batch(train, np.arange(s, min(s + batch_size, n)), pad_id, width) for s in range(0, n, batch_size)]
+
+
+def serve_and_measure(model, tokenizer, quant: QuantConfig | str, out: Path, split: DataSplit, max_length: int,
+                      settings: MeasureSettings, calibration=None) -> Served:
     """Quantize/export ``model`` with ``scheme`` into ``out``, then measure the served artifact.
 
     Used for trials and for the fp32 teacher reference alike, so every number has one protocol.
     """
     timings = {}
     start = time.perf_counter()
-    servable = quantize(model, scheme, out / "model")
+    servable = quantize(model, quant, out / "model", calibration)
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    write_metadata(out, scheme=scheme, runtime=servable.runtime, quantizes=servable.quantizes,
+    write_metadata(out, scheme=servable.scheme, runtime=servable.runtime, quantizes=servable.quantizes,
                    max_length=max_length, labels=split.label_names)
     timings["time_quantize_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -125,5 +144,6 @@ def serve_and_measure(model, tokenizer, scheme: str, out: Path, split: DataSplit
     timings["time_evaluate_s"] = time.perf_counter() - start
     start = time.perf_counter()
     speed = measure_speed(servable.predictor, test_enc, tokenizer.pad_token_id, settings)
+    speed_all = measure_speed(servable.predictor, test_enc, tokenizer.pad_token_id, settings.all_cores())
     timings["time_measure_s"] = time.perf_counter() - start
-    return Served(servable, quality, speed, timings)
+    return Served(servable, quality, speed, speed_all, timings)

@@ -17,8 +17,9 @@ PARAMETERS = {  # name -> (required in a space file, allowed numeric range [low,
     "prune_kind": (False, None),
     "prune_ratio": (True, (0.0, 0.95)),
     "quant_scheme": (True, None),
+    "calibration": (False, None),
 }
-DEFAULTS = {"prune_kind": "l1_unstructured"}
+DEFAULTS = {"prune_kind": "l1_unstructured", "calibration": "minmax"}
 TYPES = ("float", "int", "categorical", "fixed")
 
 

@@ -13,7 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.tracking import RUN_ID_ATTR, Tracker
 
-TRIAL_PARAMS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme")
+TRIAL_PARAMS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
 BUNDLE_ARTIFACT = "bundle"  # run artifact folder holding the trial's deployable model bundle
 KEEP_MODELS = ("pareto", "all", "none")
 KILLED_REASON = "the worker running this trial stopped sending heartbeats (killed or crashed)"

@@ -39,6 +39,11 @@ class MeasureSettings:
     latency_examples: int = 100  # batch-1 calls timed, drawn from the test split in order
     throughput_batch_size: int = 32
     throughput_batches: int = 10
+    fixed_length: int | None = None  # pad every timed input to this many tokens (None: real lengths)
+
+    def all_cores(self) -> MeasureSettings:
+        """The same protocol at every core of this machine (reported beside the fixed-thread numbers)."""
+        return replace(self, threads=max(1, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)

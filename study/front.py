@@ -13,8 +13,8 @@ from objectives.trial import DIRECTIONS, OBJECTIVES
 from study.errors import UserError
 from study.tracking import RUN_ID_ATTR
 
-PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme")
-EXTRA_METRICS = ("accuracy", "throughput_per_s", "nonzero_params", "latency_iqr_ms")
+PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
+EXTRA_METRICS = ("accuracy", "throughput_per_s", "nonzero_params", "latency_iqr_ms", "size_compressed_mb")
 
 
 def pair_studies(storage: str, study_name: str) -> list[str]:
@@ -69,7 +69,7 @@ def front_frame(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
 
 def printable(frame: pd.DataFrame) -> str:
     shown = frame.drop(columns=["run_id", "study"], errors="ignore").copy()
-    for col, fmt in (("temperature", "{:.2f}"), ("kd_lambda", "{:.2f}"), ("prune_ratio", "{:.2f}"),
+    for col, fmt in (("size_compressed_mb", "{:.2f}"), ("temperature", "{:.2f}"), ("kd_lambda", "{:.2f}"), ("prune_ratio", "{:.2f}"),
                      ("macro_f1", "{:.4f}"), ("latency_ms", "{:.3f}"), ("size_mb", "{:.2f}"),
                      ("accuracy", "{:.4f}"), ("throughput_per_s", "{:.0f}"), ("nonzero_params", "{:.0f}"),
                      ("latency_iqr_ms", "{:.3f}")):

@@ -130,11 +130,10 @@ def measure_reference(teacher: TeacherArtifacts, split: DataSplit, cfg: StudyCon
     model = AutoModelForSequenceClassification.from_pretrained(str(teacher.model_dir)).eval()
     served = serve_and_measure(model, tokenizer, "none", workdir / "teacher-reference", split, cfg.train.max_length,
                                cfg.measure)
-    return {"teacher_macro_f1": served.quality.macro_f1, "teacher_accuracy": served.quality.accuracy,
-            "teacher_latency_ms": served.speed.latency_ms, "teacher_throughput_per_s": served.speed.throughput_per_s,
-            "teacher_size_mb": served.servable.size_bytes / 1e6,
-            "teacher_nonzero_params": float(nonzero_parameters(model)),
-            "teacher_validation_macro_f1": teacher.validation_macro_f1}
+    metrics = {f"teacher_{k}": v for k, v in served.metrics().items()}
+    metrics["teacher_nonzero_params"] = float(nonzero_parameters(model))
+    metrics["teacher_validation_macro_f1"] = teacher.validation_macro_f1
+    return metrics
 
 
 def run_pareto(cfg: StudyConfig) -> dict[str, list]:

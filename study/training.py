@@ -36,10 +36,11 @@ def encode(tokenizer, texts: tuple[str, ...] | list[str], max_length: int) -> En
     return Encoded(tuple(np.asarray(x, dtype=np.int64) for x in out["input_ids"]))
 
 
-def pad_batch(enc: Encoded, index: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask) for ``index``, padded to the longest of them (dynamic padding)."""
-    rows = [enc.ids[i] for i in index]
-    width = max(len(r) for r in rows)
+def pad_batch(enc: Encoded, index: np.ndarray, pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) for ``index``, padded to the longest of them (dynamic padding) or to
+    ``width`` tokens."""
+    rows = [enc.ids[i][:width] if width else enc.ids[i] for i in index]
+    width = width or max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for k, r in enumerate(rows):

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
-import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -43,11 +42,11 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch
 
     calls = []
 
-    def flaky(model, out):  # the first export fails, later ones work
+    def flaky(model, out, config, calibration):  # the first export fails, later ones work
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("export exploded on purpose")
-        return q.SCHEMES["none"].build(model, out)
+        return q.SCHEMES["none"].build(model, out, config, calibration)
 
     monkeypatch.setitem(q.SCHEMES, "flaky", q.Scheme("flaky", "pytorch", "nothing", flaky))
     space = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())
@@ -72,7 +71,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch
 def test_a_study_whose_trials_all_fail_stops_and_says_so(tmp_path, monkeypatch, capsys):
     from objectives import quantize as q
 
-    def broken(model, out):
+    def broken(model, out, config, calibration):
         raise RuntimeError("always broken")
 
     monkeypatch.setitem(q.SCHEMES, "broken", q.Scheme("broken", "pytorch", "nothing", broken))

@@ -10,8 +10,11 @@ from study.errors import UserError
 def test_default_space_loads_and_offers_the_schemes():
     space = load_space("default")
     check_space(space)
-    assert {p.name for p in space.params} == {"temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme"}
-    assert set(space.choices("quant_scheme")) == {"none", "torch_dynamic_int8", "onnx_fp32", "onnx_dynamic_int8"}
+    assert {p.name for p in space.params} == {"temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme",
+                                              "calibration"}
+    assert set(space.choices("quant_scheme")) == {"none", "bf16", "torch_dynamic_int8", "onnx_fp32",
+                                                  "onnx_dynamic_int8", "onnx_static_int8"}
+    assert set(space.choices("prune_kind")) == {"l1_unstructured", "heads", "ffn", "heads_ffn"}
 
 
 def _write(tmp_path, data):

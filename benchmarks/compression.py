@@ -1,0 +1,135 @@
+"""``python -m benchmarks.compression``: every pruning kind x quantization scheme applied to the fp32
+teacher, measured with the one protocol in one process, as ratios against that teacher."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
+from objectives.quantize import SCHEMES, QuantConfig, SchemeUnavailable
+from objectives.trial import calibration_batches, serve_and_measure
+from study.config import StudyConfig, quick_overrides
+from study.data import limit_part, load_corpus, split_corpus
+from study.demo import demo_corpus
+from study.errors import EXIT_USER_ERROR, UserError
+from study.models import resolve_model
+from study.progress import say
+from study.teacher import prepare_teacher
+from study.training import encode
+
+
+def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], schemes: list[str]) -> dict:
+    corpus = load_corpus(data) if data else demo_corpus()
+    split = split_corpus(corpus, seed=cfg.seed)
+    split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
+    spec = resolve_model(cfg.teacher)
+    teacher = prepare_teacher(spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher.tokenizer_dir))
+    fp32 = AutoModelForSequenceClassification.from_pretrained(str(teacher.model_dir)).eval()
+    calibration = calibration_batches(encode(tokenizer, split.train.texts, cfg.train.max_length),
+                                      tokenizer.pad_token_id)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in kinds:
+            for scheme in schemes:
+                model = copy.deepcopy(fp32)
+                row = {"prune_kind": kind, "prune_ratio": 0.0 if kind == "none" else ratio, "scheme": scheme}
+                try:
+                    report = prune(model, PruneConfig(kind if kind != "none" else "l1_unstructured",
+                                                      0.0 if kind == "none" else ratio))
+                    served = serve_and_measure(model, tokenizer, QuantConfig(scheme), Path(tmp) / f"{kind}-{scheme}",
+                                               split, cfg.train.max_length, cfg.measure, calibration=calibration)
+                except SchemeUnavailable as exc:
+                    row["unavailable"] = str(exc)
+                    say(f"[bench] {kind:>15} x {scheme:<18} unavailable: {exc}")
+                    rows.append(row)
+                    continue
+                row.update(served.metrics())
+                row.update(runtime=served.servable.runtime, sparsity=report.sparsity,
+                           nonzero_params=nonzero_parameters(model) if scheme != "torch_dynamic_int8" else None)
+                rows.append(row)
+                say(f"[bench] {kind:>15} x {scheme:<18} macro-F1 {row['macro_f1']:.4f}  "
+                    f"{row['latency_ms']:.3f} ms (cv {row['latency_cv']:.1%})  "
+                    f"{row['throughput_per_s_allcores']:.0f}/s  {row['size_mb']:.2f} MB")
+    base = next(r for r in rows if r["prune_kind"] == "none" and r["scheme"] == "none")
+    for r in rows:
+        if "unavailable" in r:
+            continue
+        r["macro_f1_delta"] = r["macro_f1"] - base["macro_f1"]
+        r["speedup_batch1"] = base["latency_ms"] / r["latency_ms"]
+        r["speedup_batch1_allcores"] = base["latency_ms_allcores"] / r["latency_ms_allcores"]
+        r["throughput_ratio"] = r["throughput_per_s_allcores"] / base["throughput_per_s_allcores"]
+        r["size_ratio"] = base["size_mb"] / r["size_mb"]
+        r["compressed_size_ratio"] = base["size_compressed_mb"] / r["size_compressed_mb"]
+    return {"teacher": spec.name, "data": corpus.source, "data_sha256": corpus.sha256, "test_examples": len(split.test),
+            "threads": cfg.measure.threads, "all_cores": os.cpu_count(), "throughput_batch_size":
+            cfg.measure.throughput_batch_size, "prune_ratio": ratio, "rows": rows}
+
+
+def table(result: dict) -> str:
+    head = (f"{'pruning':>16} {'scheme':<18} {'runtime':<12} {'F1':>7} {'dF1':>7} {'lat ms':>8} {'IQR':>6} "
+            f"{'CV':>6} {'speedup':>8} {'thr x':>6} {'size x':>7} {'zip x':>6}")
+    lines = [head, "-" * len(head)]
+    for r in result["rows"]:
+        label = f"{r['prune_kind']} {r['prune_ratio']:.0%}" if r["prune_kind"] != "none" else "none"
+        if "unavailable" in r:
+            lines.append(f"{label:>16} {r['scheme']:<18} unavailable: {r['unavailable']}")
+            continue
+        lines.append(f"{label:>16} {r['scheme']:<18} {r['runtime']:<12} {r['macro_f1']:7.4f} "
+                     f"{r['macro_f1_delta']:+7.4f} {r['latency_ms']:8.3f} {r['latency_iqr_ms']:6.3f} "
+                     f"{r['latency_cv']:6.1%} {r['speedup_batch1']:7.2f}x {r['throughput_ratio']:5.2f}x "
+                     f"{r['size_ratio']:6.2f}x {r['compressed_size_ratio']:5.2f}x")
+    lines.append(f"Ratios against the fp32 teacher (no pruning, PyTorch) measured in this run on {result['test_examples']}"
+                 f" test texts: speedup = batch-1 median latency at {result['threads']} thread(s); thr x = throughput"
+                 f" at batch {result['throughput_batch_size']} on all {result['all_cores']} cores; size x = artifact"
+                 " bytes; zip x = deflate-compressed artifact bytes.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split(":", 1)[1].strip())
+    p.add_argument("--data", type=Path, default=None, help="corpus (default: $STUDY_DATA, else the synthetic demo)")
+    p.add_argument("--quick", action="store_true", help="the study's --quick training and timing settings")
+    p.add_argument("--json-out", type=Path, default=None, help="write the rows as JSON here")
+    p.add_argument("--teacher", default="scratch-base")
+    p.add_argument("--ratio", type=float, default=0.5, help="pruning ratio for every pruning kind")
+    p.add_argument("--kinds", default="none," + ",".join(k for k in PRUNERS if k != "none"))
+    p.add_argument("--schemes", default=",".join(SCHEMES))
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cache-dir", type=Path, default=None)
+    args = p.parse_args(argv)
+    from study.run import quiet_libraries
+
+    quiet_libraries()
+    data = args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
+    try:
+        cfg = StudyConfig(teacher=args.teacher, seed=args.seed, quick=args.quick,
+                          **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+        cfg = quick_overrides(cfg) if args.quick else cfg
+        kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+        unknown = [k for k in kinds if k not in PRUNERS] + [s for s in schemes if s not in SCHEMES]
+        if unknown:
+            raise UserError(f"unknown pruning kind or scheme: {', '.join(unknown)}")
+        result = run(cfg, data, args.ratio, kinds, schemes)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(table(result))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2, default=float))
+        print(f"wrote {args.json_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
