@@ -33,7 +33,7 @@ class Speed:
     threads: int
     runtime: str
 
-    latency_cv: float = 0.0  # coefficient of variation of the batch-1 calls (std / mean)
+    latency_cv: float = 0.0  # run-to-run stability: std / mean of the per-pass medians
 
     def as_metrics(self, suffix: str = "") -> dict[str, float]:
         return {f"latency_ms{suffix}": self.latency_ms, f"latency_iqr_ms{suffix}": self.latency_iqr_ms,
@@ -55,8 +55,9 @@ def evaluate(predictor, test: Encoded, labels: np.ndarray, pad_id: int, batch_si
 def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettings) -> Speed:
     """Batch-1 latency over real test texts (their own lengths) and batch throughput, after warm-up.
 
-    The first ``latency_examples`` test texts are each timed once at batch size 1 (the median, IQR and
-    coefficient of variation are reported); throughput times ``throughput_batches`` consecutive batches
+    The first ``latency_examples`` test texts are each timed at batch size 1 in ``repeats`` passes: the
+    reported latency is the median of all those calls, its IQR their spread (texts differ in length),
+    and the coefficient of variation that of the per-pass medians (how stable the measurement is); throughput times ``throughput_batches`` consecutive batches
     of ``throughput_batch_size`` test texts, each padded to its longest text (or to
     ``settings.fixed_length`` tokens when set).
     """
@@ -88,18 +89,22 @@ def _timed(call: Callable, singles: list, batches: list, batch_lengths: list[int
            runtime: str) -> Speed:
     for i in range(settings.warmup):
         call(singles[i % len(singles)])
-    times = []
-    for item in singles:
-        start = time.perf_counter()
-        call(item)
-        times.append((time.perf_counter() - start) * 1000.0)
+    times, pass_medians = [], []
+    for _ in range(settings.repeats):
+        this_pass = []
+        for item in singles:
+            start = time.perf_counter()
+            call(item)
+            this_pass.append((time.perf_counter() - start) * 1000.0)
+        times.extend(this_pass)
+        pass_medians.append(statistics.median(this_pass))
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
     call(batches[0])  # warm-up at this shape
     start = time.perf_counter()
     for item in batches:
         call(item)
     elapsed = time.perf_counter() - start
-    cv = statistics.pstdev(times) / statistics.fmean(times) if len(times) > 1 else 0.0
+    cv = statistics.pstdev(pass_medians) / statistics.fmean(pass_medians) if len(pass_medians) > 1 else 0.0
     return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1,
                  throughput_per_s=sum(batch_lengths) / elapsed, batch_size=settings.throughput_batch_size,
                  threads=settings.threads, runtime=runtime, latency_cv=cv)

@@ -35,8 +35,9 @@ class TrialOutcome:
     params: dict[str, Any]
     metrics: dict[str, float]
     tags: dict[str, str]
-    artifact_dir: Any  # Path of the served artifact
+    artifact_dir: Path  # the served artifact's bundle folder
     timings: dict[str, float] = field(default_factory=dict)
+    predictions: Any = None  # test-split predictions of the served model (np.ndarray)
 
 
 def check_space(space: SearchSpace) -> None:
@@ -62,19 +63,28 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         timings[f"time_{name}_s"] = now - clock
         clock = now
 
-    # distil
-    tokenizer = load_tokenizer(ctx.student, ctx.scratch_tokenizer_dir)
-    pad_id = tokenizer.pad_token_id
-    model = build_model(ctx.student, ctx.split.label_names, vocab_size=len(tokenizer), seed=seed)
-    kd = DistillConfig(temperature=float(params["temperature"]), kd_lambda=float(params["kd_lambda"]))
     s = ctx.split
-    train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
-    val_enc = encode(tokenizer, s.validation.texts, ctx.train.max_length)
-    lr = ctx.train.learning_rate_scratch if ctx.student.from_scratch else ctx.train.learning_rate_pretrained
-    result = fit(model, train=train_enc, train_labels=s.train.labels, validation=val_enc,
-                 validation_labels=s.validation.labels, loss_fn=kd_loss_fn(ctx.teacher.train_logits, kd),
-                 settings=ctx.train, learning_rate=lr, pad_id=pad_id, seed=seed,
-                 progress=f"trial {trial.number} epochs" if ctx.show_progress else None)
+    if ctx.student is None:  # no distillation: compress the fp32 teacher itself
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(ctx.teacher.tokenizer_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(ctx.teacher.model_dir)).eval()
+        train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
+        distilled = {"validation_macro_f1": ctx.teacher.validation_macro_f1}
+    else:  # distil
+        tokenizer = load_tokenizer(ctx.student, ctx.scratch_tokenizer_dir)
+        model = build_model(ctx.student, ctx.split.label_names, vocab_size=len(tokenizer), seed=seed)
+        kd = DistillConfig(temperature=float(params["temperature"]), kd_lambda=float(params["kd_lambda"]))
+        train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
+        val_enc = encode(tokenizer, s.validation.texts, ctx.train.max_length)
+        lr = ctx.train.learning_rate_scratch if ctx.student.from_scratch else ctx.train.learning_rate_pretrained
+        result = fit(model, train=train_enc, train_labels=s.train.labels, validation=val_enc,
+                     validation_labels=s.validation.labels, loss_fn=kd_loss_fn(ctx.teacher.train_logits, kd),
+                     settings=ctx.train, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
+                     progress=f"trial {trial.number} epochs" if ctx.show_progress else None)
+        distilled = {"validation_macro_f1": result.best_validation_macro_f1, "best_epoch": float(result.best_epoch),
+                     "epochs_run": float(result.epochs_run)}
+    pad_id = tokenizer.pad_token_id
     lap("distil")
     # prune
     report = prune(model, PruneConfig(kind=str(params["prune_kind"]), ratio=float(params["prune_ratio"])))
@@ -92,14 +102,14 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     servable, quality, speed = served.servable, served.quality, served.speed
     size_mb = servable.size_bytes / 1e6
     metrics = {**served.metrics(), "nonzero_params": float(nonzero),
-               "pruned_sparsity": report.sparsity, "validation_macro_f1": result.best_validation_macro_f1,
-               "best_epoch": float(result.best_epoch), "epochs_run": float(result.epochs_run), **timings}
+               "pruned_sparsity": report.sparsity, **distilled, **timings}
     tags = {"runtime": servable.runtime, "quantizes": servable.quantizes,
-            "latency_protocol": f"median of {ctx.measure.latency_examples} batch-1 calls on test texts, "
-                                f"{speed.threads} intra-op thread(s), {ctx.measure.warmup} warm-up calls; "
+            "latency_protocol": f"median of {ctx.measure.repeats} passes x {ctx.measure.latency_examples} batch-1 "
+                                f"calls on test texts, {speed.threads} intra-op thread(s) (also all cores), "
+                                f"{ctx.measure.warmup} warm-up calls; "
                                 f"throughput at batch {speed.batch_size}, dynamic padding"}
     return TrialOutcome(values=(quality.macro_f1, speed.latency_ms, size_mb), params=params, metrics=metrics,
-                        tags=tags, artifact_dir=out, timings=timings)
+                        tags=tags, artifact_dir=out, timings=timings, predictions=quality.predictions)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ class TrialContext:
         study_name: the Optuna study of this pair, ``<study-name>.<teacher>.<student>``.
         split: train (possibly limited by --quick), validation and test parts.
         teacher: the cached teacher and its logits, aligned with ``split.train``/``split.validation``.
-        student: the student architecture or checkpoint to distil into.
+        student: the student architecture or checkpoint to distil into; None compresses the teacher.
         scratch_tokenizer_dir: the WordPiece tokenizer of scratch models (None if not needed).
         space: the search space the trial samples from.
         seed: base seed; trial seed = seed + trial number.
@@ -31,7 +31,7 @@ class TrialContext:
     study_name: str
     split: DataSplit
     teacher: TeacherArtifacts
-    student: ModelSpec
+    student: ModelSpec | None  # None: compress the teacher itself (no distillation)
     scratch_tokenizer_dir: Path | None
     space: SearchSpace
     train: TrainSettings

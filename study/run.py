@@ -13,7 +13,9 @@ from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DE
                           MeasureSettings, StudyConfig, quick_overrides)
 from study.errors import EXIT_USER_ERROR, UserError
 
-OBJECTIVES = ("pareto", "report")
+DEFAULT_STUDENTS_PARETO = DEFAULT_STUDENTS
+
+OBJECTIVES = ("pareto", "report", "ablation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +26,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--objective", choices=OBJECTIVES, default="pareto",
                    help="what to run: 'pareto' searches KD temperature/lambda, pruning and quantization; "
-                        "'report' regenerates the figures of an existing study (--study-name) into --out")
-    p.add_argument("--out", type=Path, default=None, help="report objective: folder for the HTML figures "
-                                                          "(they are logged to MLflow either way)")
+                        "'report' regenerates the figures of an existing study (--study-name) into --out; "
+                        "'ablation' runs the paper's technique grid per teacher and writes its report to --out")
+    p.add_argument("--out", type=Path, default=None, help="report/ablation objectives: folder for the report "
+                                                          "files (they are logged to MLflow either way)")
+    ab = p.add_argument_group("ablation objective")
+    ab.add_argument("--teachers", default="scratch-base,scratch-large", help="comma-separated teachers")
+    ab.add_argument("--repeats", type=int, default=1, help="seeds per cell (mean +- std reported)")
+    ab.add_argument("--reference", type=Path, default=None,
+                    help="a reference table (e.g. ../shared/reference/paper_tables.csv) shown in its own columns")
+    ab.add_argument("--from-study", default=None, help="take KD T and lambda from this pareto study's best trial")
+    ab.add_argument("--temperature", type=float, default=4.0, help="KD temperature when not --from-study")
+    ab.add_argument("--kd-lambda", type=float, default=0.5, help="KD weight when not --from-study")
+    ab.add_argument("--prune-kind", default="l1_unstructured", help="pruning kind of the prune rows")
+    ab.add_argument("--prune-ratio", type=float, default=0.5, help="pruning ratio of the prune rows (paper: 0.5)")
+    ab.add_argument("--quant-scheme", default="onnx_static_int8", help="scheme of the quant rows (paper: static int8)")
     p.add_argument("--data", type=Path, default=None,
                    help="labelled corpus (.xlsx/.csv/.tsv/.jsonl); default: $STUDY_DATA, else a small synthetic "
                         "demo corpus")
@@ -37,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "minilm-l6, a local model folder or a Hugging Face hub id")
     p.add_argument("--students", default=",".join(DEFAULT_STUDENTS),
                    help="comma-separated students (zoo: scratch-medium, scratch-small, scratch-mini, scratch-tiny; "
-                        "presets: distilbert, distil-mbert, tinybert, bert-tiny; or folders/hub ids)")
+                        "presets: distilbert, distil-mbert, tinybert, bert-tiny; or folders/hub ids); the ablation "
+                        "defaults to all four zoo students")
     p.add_argument("--n-trials", type=int, default=20,
                    help="completed trials each pair study should hold; re-running resumes up to this total")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many "
@@ -116,6 +131,16 @@ def main(argv: list[str] | None = None) -> int:
 
         if cfg.objective == "report":
             run_report(cfg, args.out)
+            return 0
+        if cfg.objective == "ablation":
+            from study.ablation import DEFAULT_STUDENTS, AblationSettings, run_ablation
+
+            students = cfg.students if args.students != ",".join(DEFAULT_STUDENTS_PARETO) else DEFAULT_STUDENTS
+            run_ablation(cfg, AblationSettings(
+                teachers=tuple(t.strip() for t in args.teachers.split(",") if t.strip()), students=students,
+                repeats=args.repeats, temperature=args.temperature, kd_lambda=args.kd_lambda,
+                from_study=args.from_study, prune_kind=args.prune_kind, prune_ratio=args.prune_ratio,
+                quant_scheme=args.quant_scheme, reference=args.reference, out=args.out))
             return 0
         fronts = run_pareto(cfg)
     except UserError as exc:

@@ -9,7 +9,7 @@ from study.training import encode, pad_batch
 def test_speed_reports_spread_and_is_bounded(trained_tiny, demo_split):
     model, tok = trained_tiny
     test = encode(tok, demo_split.test.texts, 64)
-    settings = MeasureSettings(threads=1, warmup=10, latency_examples=60, throughput_batches=4)
+    settings = MeasureSettings(threads=1, warmup=10, latency_examples=60, repeats=3, throughput_batches=4)
     speed = measure_speed(TorchPredictor(model), test, tok.pad_token_id, settings)
     assert speed.threads == 1 and speed.batch_size == 32 and speed.runtime == "pytorch"
     assert 0 < speed.latency_ms < 1000 and speed.throughput_per_s > 0
@@ -30,6 +30,7 @@ def test_fixed_length_pads_every_input(trained_tiny, demo_split):
 def test_text_models_share_the_protocol():
     calls = []
     speed = measure_text_speed(lambda texts: calls.append(len(texts)), tuple(f"t{i}" for i in range(100)),
-                               MeasureSettings(warmup=3, latency_examples=20, throughput_batches=2), "scikit-learn")
-    assert calls.count(1) == 3 + 20 and calls.count(32) == 1 + 2
+                               MeasureSettings(warmup=3, latency_examples=20, repeats=2, throughput_batches=2),
+                               "scikit-learn")
+    assert calls.count(1) == 3 + 2 * 20 and calls.count(32) == 1 + 2
     assert speed.runtime == "scikit-learn" and speed.latency_ms >= 0 and speed.threads == 1

@@ -1,0 +1,227 @@
+"""The ablation objective: the paper's technique grid per teacher, each cell a pinned trial, tracked in MLflow."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import optuna
+
+from objectives.baseline import run_baseline
+from objectives.measure import machine_facts
+from objectives.trial import check_space, objective
+from search_spaces import load_space
+from study.config import StudyConfig
+from study.context import TrialContext
+from study.data import limit_part, split_corpus
+from study.errors import UserError
+from study.models import ModelSpec, build_model, check_loadable, resolve_model
+from study.progress import say
+from study.runner import resolve_data
+from study.stores import check_reachable
+from study.teacher import prepare_teacher, scratch_tokenizer
+from study.tracking import Tracker
+
+DEFAULT_TEACHERS = ("scratch-base", "scratch-large")
+DEFAULT_STUDENTS = ("scratch-medium", "scratch-small", "scratch-mini", "scratch-tiny")
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """What the grid pins: KD settings (or the pareto study to take them from), pruning and quantization."""
+
+    teachers: tuple[str, ...] = DEFAULT_TEACHERS
+    students: tuple[str, ...] = DEFAULT_STUDENTS
+    repeats: int = 1
+    temperature: float = 4.0
+    kd_lambda: float = 0.5
+    from_study: str | None = None
+    prune_kind: str = "l1_unstructured"  # the paper's unstructured magnitude pruning
+    prune_ratio: float = 0.5  # the paper's reported ratio
+    quant_scheme: str = "onnx_static_int8"  # the paper's post-training static int8
+    calibration: str = "minmax"  # static int8 calibration method
+    reference: Path | None = None
+    out: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise UserError(f"--repeats must be at least 1, got {self.repeats}")
+        if not self.teachers or not self.students:
+            raise UserError("the ablation needs at least one teacher and one student")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of the grid: a technique applied for one teacher (student None: the teacher itself)."""
+
+    teacher: str
+    technique: str
+    student: str | None
+    prune: bool
+    quant: bool
+
+    @property
+    def model(self) -> str:
+        return self.student or self.teacher
+
+
+def grid(teachers: tuple[str, ...], students: tuple[str, ...], smallest: str) -> list[Cell]:
+    """The paper's grid (Tables 5-7): per teacher the teacher row and 10 compressed rows."""
+    cells = []
+    for t in teachers:
+        cells.append(Cell(t, "teacher", None, False, False))
+        cells += [Cell(t, "distil", s, False, False) for s in students]
+        cells += [Cell(t, "prune", None, True, False), Cell(t, "quant", None, False, True),
+                  Cell(t, "prune+quant", None, True, True),
+                  Cell(t, "distil+prune", smallest, True, False), Cell(t, "distil+quant", smallest, False, True),
+                  Cell(t, "distil+prune+quant", smallest, True, True)]
+    return cells
+
+
+def parameter_count(spec: ModelSpec, labels: tuple[str, ...], vocab_size: int) -> int:
+    """Parameters of a student before training (to find the smallest one)."""
+    if spec.from_scratch:
+        return sum(p.numel() for p in build_model(spec, labels, vocab_size=vocab_size, seed=0).parameters())
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(spec.source, num_labels=len(labels))
+    return sum(p.numel() for p in AutoModelForSequenceClassification.from_config(config).parameters())
+
+
+def kd_from_study(storage: str, study_name: str, teacher: str) -> tuple[float, float]:
+    """T and lambda of the best-macro-F1 Pareto-optimal trial of the teacher's pair studies."""
+    from study.front import completed, pair_studies, pareto_trials
+
+    names = [n for n in pair_studies(storage, study_name) if n.startswith(f"{study_name}.{teacher}.")]
+    trials = [t for n in names for t in completed(optuna.load_study(study_name=n, storage=storage))]
+    front = pareto_trials(trials)
+    if not front:
+        raise UserError(f"--from-study {study_name}: no completed trials with teacher {teacher!r} in {storage}")
+    best = max(front, key=lambda t: t.values[0])
+    return float(best.params["temperature"]), float(best.params["kd_lambda"])
+
+
+def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
+    """Run the grid (x repeats) and the baseline; log every row as an MLflow run; write the report."""
+    from study.ablation_report import write_report
+
+    teachers = tuple(resolve_model(t) for t in ab.teachers)
+    students = tuple(resolve_model(s) for s in ab.students)
+    space = load_space(cfg.space)
+    check_space(space.pinned(prune_kind=ab.prune_kind, quant_scheme=ab.quant_scheme))
+    for spec in (*teachers, *students):
+        check_loadable(spec)
+    corpus = resolve_data(cfg)
+    base_split = split_corpus(corpus, seed=cfg.seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
+    if ab.reference is not None and not ab.reference.exists():
+        raise UserError(f"--reference {ab.reference} does not exist")
+    check_reachable(cfg.tracking_uri, "MLflow tracking URI")
+    kd = {t.name: (ab.temperature, ab.kd_lambda) for t in teachers}
+    if ab.from_study:
+        check_reachable(cfg.storage, "Optuna storage")
+        kd = {t.name: kd_from_study(cfg.storage, ab.from_study, t.name) for t in teachers}
+    tracker = Tracker(cfg.tracking_uri)
+    tracker.check()
+
+    split0 = replace(base_split, train=limit_part(base_split.train, cfg.train.max_train_examples, cfg.seed))
+    tok_dir = scratch_tokenizer(split0, cfg.cache_dir) if any(s.from_scratch for s in students) else None
+    vocab = 8000
+    if tok_dir is not None:
+        from transformers import AutoTokenizer
+
+        vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
+    smallest = min(students, key=lambda s: parameter_count(s, corpus.label_names, vocab)).name
+    cells = grid(tuple(t.name for t in teachers), tuple(s.name for s in students), smallest)
+    say(f"[ablation] {len(cells)} grid rows x {ab.repeats} repeat(s) + the TF-IDF baseline; smallest student "
+        f"{smallest}; KD (T, lambda) per teacher {kd}; pruning {ab.prune_kind} {ab.prune_ratio}; "
+        f"quantization {ab.quant_scheme}")
+
+    experiment_id = tracker.experiment(cfg.study_name)
+    parent = tracker.client.create_run(experiment_id, run_name=f"{cfg.study_name} ablation", tags={
+        "role": "ablation_study", "teachers": ",".join(ab.teachers), "students": ",".join(ab.students),
+        **{f"machine.{k}": v for k, v in machine_facts().items()}}).info.run_id
+    rows: list[dict] = []
+    predictions: dict[tuple, np.ndarray] = {}
+    status = "FAILED"
+    workdir = Path(tempfile.mkdtemp(prefix="ablation-"))
+    try:
+        for repeat in range(ab.repeats):
+            seed = cfg.seed + repeat
+            split = split_corpus(corpus, seed=seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
+            split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, seed))
+            facts = MappingProxyType(split.facts(corpus))
+            tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
+            baseline = run_baseline(split, cfg.measure, seed)
+            rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, "baseline", "TF-IDF+LR", None,
+                                 {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
+                                  **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}, {}))
+            for tspec in teachers:
+                teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
+                                          progress=not cfg.quiet)
+                reference: dict[str, float] = {}
+                for cell in (c for c in cells if c.teacher == tspec.name):
+                    t, lam = kd[tspec.name]
+                    pinned = space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
+                                          prune_ratio=ab.prune_ratio if cell.prune else 0.0,
+                                          quant_scheme=ab.quant_scheme if cell.quant else "none",
+                                          calibration=ab.calibration)
+                    student = next((s for s in students if s.name == cell.student), None)
+                    ctx = TrialContext(study_name=f"{cfg.study_name}.ablation", split=split, teacher=teacher,
+                                       student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
+                                       measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
+                                       show_progress=not cfg.quiet)
+                    began = time.perf_counter()
+                    outcome = objective(optuna.trial.FixedTrial({}), ctx)
+                    shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
+                    metrics = dict(outcome.metrics)
+                    if cell.technique == "teacher":
+                        reference = metrics
+                    metrics["speedup"] = reference["latency_ms"] / metrics["latency_ms"]
+                    metrics["speedup_allcores"] = reference["latency_ms_allcores"] / metrics["latency_ms_allcores"]
+                    metrics["compression_ratio"] = reference["size_mb"] / metrics["size_mb"]
+                    metrics["macro_f1_delta"] = metrics["macro_f1"] - reference["macro_f1"]
+                    rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, cell.technique,
+                                         cell.model, cell, metrics, outcome.params))
+                    predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
+                    say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
+                        f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
+                        f"speedup {metrics['speedup']:.2f}x  {metrics['size_mb']:.2f} MB  "
+                        f"({time.perf_counter() - began:.0f}s)")
+        labels = corpus.label_names
+        files = write_report(rows, predictions, labels, split_corpus(corpus, seed=cfg.seed).test.labels, cfg, ab,
+                             tracker, ab.out)
+        for path in files:
+            tracker.log_artifact(parent, path, "report")
+            if ab.out is not None:
+                say(f"[ablation] wrote {path}")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end_study(parent, status)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows
+
+
+def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, repeat: int, seed: int,
+             technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict) -> dict:
+    """One finished MLflow run per grid row (tags role=ablation, technique=...)."""
+    teacher = cell.teacher if cell else ""
+    run = tracker.client.create_run(experiment_id, run_name=f"{teacher or 'baseline'} {technique} {model} r{repeat}",
+                                    tags={"mlflow.parentRunId": parent, "role": "ablation", "technique": technique,
+                                          "teacher": teacher, "model": model, "repeat": str(repeat)})
+    run_params = {"teacher": teacher, "student": (cell.student or "") if cell else "", "technique": technique,
+                  "seed": str(seed), "repeat": str(repeat), **dict(facts)}
+    for key in ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme"):
+        if key in params:
+            run_params[key] = params[key]
+    tracker._log(run.info.run_id, params=run_params, metrics=metrics)
+    tracker.client.set_terminated(run.info.run_id, status="FINISHED")
+    return {"repeat": repeat, "seed": seed, "teacher": teacher, "technique": technique, "model": model,
+            "student": (cell.student or "") if cell else "", "run_id": run.info.run_id, **metrics}

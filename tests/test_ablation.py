@@ -1,0 +1,97 @@
+"""The ablation objective: the paper's grid, ratios from the same run, the report with every figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.ablation import grid
+from study.ablation_report import FIGURES
+from study.run import main
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_tables.csv"
+
+
+def test_grid_is_exactly_the_papers_combinations():
+    cells = grid(("bangla", "mbert"), ("s1", "s2", "s3", "s4"), "s4")
+    assert len(cells) == 2 + 20  # two teacher rows and the paper's 20 compressed rows
+    for teacher in ("bangla", "mbert"):
+        mine = [(c.technique, c.student) for c in cells if c.teacher == teacher]
+        assert mine == [("teacher", None), ("distil", "s1"), ("distil", "s2"), ("distil", "s3"), ("distil", "s4"),
+                        ("prune", None), ("quant", None), ("prune+quant", None), ("distil+prune", "s4"),
+                        ("distil+quant", "s4"), ("distil+prune+quant", "s4")]
+    prune_quant = {(c.technique, c.prune, c.quant) for c in cells}
+    assert ("distil+prune+quant", True, True) in prune_quant and ("distil", False, False) in prune_quant
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="paper_tables.csv not present")
+def test_grid_matches_the_reference_tables():
+    paper = pd.read_csv(REFERENCE)
+    compressed = paper[paper["table"].isin([5, 6, 7]) & (paper["technique"] != "teacher")]
+    per_teacher = compressed.groupby("teacher")["technique"].apply(sorted).to_dict()
+    cells = grid(("banglaBERT", "mBERT"), ("a", "b", "c", "d"), "d")
+    ours = {t: sorted(c.technique for c in cells if c.teacher == t and c.technique != "teacher")
+            for t in ("banglaBERT", "mBERT")}
+    assert ours == per_teacher
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablation")
+    tracking = f"sqlite:///{root}/mlflow.db"
+    args = ["--objective", "ablation", "--quick", "--teachers", "scratch-base", "--students",
+            "scratch-mini,scratch-tiny", "--study-name", "abl", "--storage", f"sqlite:///{root}/optuna.db",
+            "--tracking-uri", tracking, "--cache-dir", str(root / "cache"), "--out", str(root / "out"), "--quiet",
+            "--quant-scheme", "onnx_dynamic_int8"]
+    if REFERENCE.exists():
+        args += ["--reference", str(REFERENCE)]
+    assert main(args) == 0
+    return {"root": root, "tracking": tracking, "out": root / "out"}
+
+
+def test_every_row_is_a_finished_run_under_one_parent(ablation):
+    client = MlflowClient(tracking_uri=ablation["tracking"])
+    exp = client.get_experiment_by_name("abl")
+    parents = client.search_runs([exp.experiment_id], "tags.role = 'ablation_study'")
+    rows = client.search_runs([exp.experiment_id], "tags.role = 'ablation'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(rows) == 9 + 1  # teacher + 2 distil + 3 teacher compressions + 3 distil+X, and the baseline
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+               for r in rows)
+    techniques = sorted(r.data.tags["technique"] for r in rows)
+    assert techniques == sorted(["baseline", "teacher", "distil", "distil", "prune", "quant", "prune+quant",
+                                 "distil+prune", "distil+quant", "distil+prune+quant"])
+    smallest = {r.data.tags["model"] for r in rows if r.data.tags["technique"].startswith("distil+")}
+    assert smallest == {"scratch-tiny"}
+
+
+def test_ratios_come_from_the_same_runs_teacher(ablation):
+    client = MlflowClient(tracking_uri=ablation["tracking"])
+    exp = client.get_experiment_by_name("abl")
+    rows = client.search_runs([exp.experiment_id], "tags.role = 'ablation' and tags.technique != 'baseline'")
+    teacher = next(r for r in rows if r.data.tags["technique"] == "teacher").data.metrics
+    assert teacher["speedup"] == pytest.approx(1.0) and teacher["compression_ratio"] == pytest.approx(1.0)
+    for r in rows:
+        m = r.data.metrics
+        assert m["speedup"] == pytest.approx(teacher["latency_ms"] / m["latency_ms"])
+        assert m["compression_ratio"] == pytest.approx(teacher["size_mb"] / m["size_mb"])
+    quant = next(r for r in rows if r.data.tags["technique"] == "quant").data.metrics
+    assert quant["compression_ratio"] > 2.5  # int8 really shrinks the artifact
+    pruned = next(r for r in rows if r.data.tags["technique"] == "prune").data.metrics
+    assert pruned["nonzero_params"] < teacher["nonzero_params"]
+
+
+def test_report_has_every_table_and_figure(ablation):
+    out = ablation["out"]
+    table = pd.read_csv(out / "ablation.csv")
+    assert len(table) == 10 and "baseline" in set(table["technique"])
+    html = (out / "ablation.html").read_text()
+    for name in FIGURES:
+        assert f"id='{name}'" in html, name
+    md = (out / "ablation.md").read_text()
+    assert "| scratch-base | prune | scratch-base |" in md
+    if REFERENCE.exists():
+        assert "NOT measured here" in md and "reference_table" in html
