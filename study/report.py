@@ -28,6 +28,7 @@ def reference_points(metrics: dict[str, float]) -> list[tuple[str, dict[str, flo
 
 
 def _add_references(fig: go.Figure, refs, axes: Sequence[str]) -> None:
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2})  # clear of the colour bars
     for name, values, marker, colour in refs:
         coords = [values[a] for a in axes]
         if len(axes) == 3:
