@@ -111,6 +111,10 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
                             f"now {corpus.sha256[:12]}…); use another --study-name")
         if tuple(d.name.lower() for d in existing.directions) != DIRECTIONS:
             raise UserError(f"study {name!r} in {cfg.storage} has other objectives; use another --study-name")
+        sampler = existing.user_attrs.get("sampler")
+        if sampler and sampler != cfg.sampler:
+            raise UserError(f"study {name!r} was run with --sampler {sampler}; resume it with the same sampler "
+                            f"(got --sampler {cfg.sampler}) or use another --study-name")
     return Prepared(cfg, corpus, split, teacher, students, space, storage, tracker)
 
 
@@ -258,7 +262,7 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     # Seeded by history: a resumed study does not replay the random draws of its first session.
     study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
     for key, value in {"teacher": ctx.teacher.name, "student": ctx.student.name, "data_sha256": prep.corpus.sha256,
-                       "seed": cfg.seed, "objectives": list(OBJECTIVES)}.items():
+                       "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES)}.items():
         study.set_user_attr(key, value)
     experiment_id = tracker.experiment(cfg.study_name)
     base = _base_params(ctx, cfg)

@@ -95,3 +95,35 @@ def test_report_has_every_table_and_figure(ablation):
     assert "| scratch-base | prune | scratch-base |" in md
     if REFERENCE.exists():
         assert "NOT measured here" in md and "reference_table" in html
+
+
+def test_repeats_are_aggregated_as_mean_and_std():
+    from study.ablation_report import aggregate, markdown
+
+    rows = [{"teacher": "t", "technique": "distil", "model": "s", "repeat": r, "macro_f1": f, "speedup": 2.0}
+            for r, f in enumerate((0.4, 0.6))]
+    table = aggregate(rows)
+    assert table.loc[0, "macro_f1"] == pytest.approx(0.5) and table.loc[0, "macro_f1_std"] == pytest.approx(0.1)
+    assert table.loc[0, "repeats"] == 2
+    assert "0.5000 ± 0.1000" in markdown(table, None, repeats=2)
+
+
+def test_kd_settings_come_from_the_best_pareto_trial(tmp_path):
+    import optuna
+
+    from study.ablation import kd_from_study
+    from study.errors import UserError
+
+    storage = f"sqlite:///{tmp_path}/o.db"
+    study = optuna.create_study(study_name="s.scratch-base.scratch-tiny", storage=storage,
+                                directions=["maximize", "minimize", "minimize"])
+    for values in ([0.5, 1.0, 1.0], [0.7, 2.0, 2.0], [0.4, 3.0, 3.0]):  # the 0.7-F1 trial is the best on the front
+        trial = study.ask()
+        trial.suggest_float("temperature", 1, 10)
+        trial.suggest_float("kd_lambda", 0, 1)
+        study.tell(trial, values)
+    got = kd_from_study(storage, "s", "scratch-base")
+    best = max(study.trials, key=lambda t: t.values[0])
+    assert got == (best.params["temperature"], best.params["kd_lambda"])
+    with pytest.raises(UserError, match="no completed trials with teacher 'scratch-large'"):
+        kd_from_study(storage, "s", "scratch-large")

@@ -64,5 +64,6 @@ def test_suggest_stays_in_bounds_and_pins_fixed_values():
         assert 0.0 <= values["kd_lambda"] <= 1.0
         assert values["quant_scheme"] == "onnx_dynamic_int8"
         assert values["prune_ratio"] == 0.5
-        assert values["prune_kind"] == "l1_unstructured"
+        assert values["prune_kind"] in {"l1_unstructured", "heads", "ffn", "heads_ffn"}
+        assert values["calibration"] in {"minmax", "entropy", "percentile"}
         study.tell(trial, [0.0, 1.0, 1.0])

@@ -105,6 +105,13 @@ def test_rerun_resumes_up_to_the_total(two_trial_study):
     assert len(client.search_runs([exp.experiment_id], "tags.role = 'study'")) == 1
 
 
+def test_resume_keeps_the_sampler(two_trial_study, capsys):
+    assert _run(two_trial_study, 3, "--sampler", "random") == 2
+    assert "resume it with the same sampler" in capsys.readouterr().err
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
+    assert study.user_attrs["sampler"] == "nsga2"
+
+
 def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
     storage, tracking = tmp_path / "o.db", tmp_path / "m.db"
     common = ["--storage", f"sqlite:///{storage}", "--tracking-uri", f"sqlite:///{tracking}",
