@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", default="none," + ",".join(k for k in PRUNERS if k != "none"))
     p.add_argument("--schemes", default=",".join(SCHEMES))
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fixed-length", type=int, default=None,
+                   help="time every input padded to this many tokens (default: the test texts' real lengths)")
     p.add_argument("--cache-dir", type=Path, default=None)
     args = p.parse_args(argv)
     from study.run import quiet_libraries
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = StudyConfig(teacher=args.teacher, seed=args.seed, quick=args.quick,
                           **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
         cfg = quick_overrides(cfg) if args.quick else cfg
+        cfg = replace(cfg, measure=replace(cfg.measure, fixed_length=args.fixed_length))
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
         schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
         unknown = [k for k in kinds if k not in PRUNERS] + [s for s in schemes if s not in SCHEMES]

@@ -96,6 +96,8 @@ class StudyConfig:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
         if self.heartbeat_s < 1:
             raise UserError(f"--heartbeat must be at least 1 second, got {self.heartbeat_s}")
+        if self.measure.fixed_length is not None and self.measure.fixed_length < 2:
+            raise UserError(f"--fixed-length must be at least 2 tokens, got {self.measure.fixed_length}")
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 

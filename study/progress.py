@@ -47,7 +47,7 @@ class TrialProgress:
         p, v = trial_params(trial), trial.values
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         say(f"[{self.study_name}] trial {trial.number} done ({len(done)}/{self.n_trials}, {seconds:.0f}s): "
-            f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} prune={p['prune_ratio']:.2f} "
+            f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} prune={p['prune_kind']} {p['prune_ratio']:.2f} "
             f"quant={p['quant_scheme']} -> macro-F1 {v[0]:.4f}, {v[1]:.3f} ms, {v[2]:.2f} MB")
 
     def close(self) -> None:

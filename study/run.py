@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
     p.add_argument("--threads", type=int, default=MeasureSettings.threads,
                    help="intra-op threads of the serving runtime while timing latency and throughput")
+    p.add_argument("--fixed-length", type=int, default=None,
+                   help="time every input padded to this many tokens instead of the test texts' real lengths")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
@@ -98,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers,
                       keep_models=args.keep_models, quiet=args.quiet,
-                      measure=MeasureSettings(threads=args.threads),
+                      measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     return quick_overrides(cfg) if cfg.quick else cfg
 
