@@ -10,7 +10,6 @@ import optuna
 from optuna.trial import TrialState
 
 from study.callbacks import KILLED_REASON, finish_run
-from study.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from study.errors import EXIT_USER_ERROR, UserError
 from study.front import completed, pair_studies, pareto_trials
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, TRIAL_TAG, Tracker
@@ -63,10 +62,10 @@ def check_study(study: optuna.Study, tracker: Tracker, experiment_id: str, repai
 
 
 def main(argv: list[str] | None = None) -> int:
+    from study.run import add_store_flags
+
     p = argparse.ArgumentParser(prog="python -m study.doctor", description=__doc__.split(":", 1)[1].strip())
-    p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
+    add_store_flags(p)
     p.add_argument("--repair", action="store_true", help="fix what can be fixed (MLflow is made to follow Optuna)")
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

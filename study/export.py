@@ -19,7 +19,6 @@ from optuna.trial import FrozenTrial
 
 from objectives.bundle import Bundle, BundleError, load_bundle
 from study.callbacks import BUNDLE_ARTIFACT, trial_params
-from study.config import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from study.errors import EXIT_USER_ERROR, UserError
 from study.front import completed, pair_studies, pareto_trials
 from study.tracking import RUN_ID_ATTR, Tracker
@@ -216,10 +215,10 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from study.run import add_store_flags
+
     p = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.split(":", 1)[1].strip())
-    p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI (also the registry)")
+    add_store_flags(p)
     p.add_argument("--trials", default="pareto", help="'pareto' (default), 'all', or trial numbers like 3,7 "
                                                       "(applied to every pair study of the study)")
     p.add_argument("--out", type=Path, default=Path("exported"), help="folder for the bundles")

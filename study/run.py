@@ -18,6 +18,13 @@ DEFAULT_STUDENTS_PARETO = DEFAULT_STUDENTS
 OBJECTIVES = ("pareto", "report", "ablation")
 
 
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    """--study-name/--storage/--tracking-uri for the commands that read an existing study."""
+    p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI (also the registry)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m study.run",
