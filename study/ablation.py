@@ -213,15 +213,13 @@ def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig
              technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict) -> dict:
     """One finished MLflow run per grid row (tags role=ablation, technique=...)."""
     teacher = cell.teacher if cell else ""
-    run = tracker.client.create_run(experiment_id, run_name=f"{teacher or 'baseline'} {technique} {model} r{repeat}",
-                                    tags={"mlflow.parentRunId": parent, "role": "ablation", "technique": technique,
-                                          "teacher": teacher, "model": model, "repeat": str(repeat)})
     run_params = {"teacher": teacher, "student": (cell.student or "") if cell else "", "technique": technique,
                   "seed": str(seed), "repeat": str(repeat), **dict(facts)}
     for key in ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme"):
         if key in params:
             run_params[key] = params[key]
-    tracker._log(run.info.run_id, params=run_params, metrics=metrics)
-    tracker.client.set_terminated(run.info.run_id, status="FINISHED")
+    run_id = tracker.record_run(experiment_id, parent, f"{teacher or 'baseline'} {technique} {model} r{repeat}",
+                                tags={"role": "ablation", "technique": technique, "teacher": teacher, "model": model,
+                                      "repeat": str(repeat)}, params=run_params, metrics=metrics)
     return {"repeat": repeat, "seed": seed, "teacher": teacher, "technique": technique, "model": model,
-            "student": (cell.student or "") if cell else "", "run_id": run.info.run_id, **metrics}
+            "student": (cell.student or "") if cell else "", "run_id": run_id, **metrics}

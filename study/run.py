@@ -13,8 +13,6 @@ from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DE
                           MeasureSettings, StudyConfig, quick_overrides)
 from study.errors import EXIT_USER_ERROR, UserError
 
-DEFAULT_STUDENTS_PARETO = DEFAULT_STUDENTS
-
 OBJECTIVES = ("pareto", "report", "ablation")
 
 
@@ -56,10 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=DEFAULT_TEACHER,
                    help="teacher: a zoo name (scratch-base, scratch-large), a paper preset (banglabert, mbert), "
                         "minilm-l6, a local model folder or a Hugging Face hub id")
-    p.add_argument("--students", default=",".join(DEFAULT_STUDENTS),
+    p.add_argument("--students", default=None,
                    help="comma-separated students (zoo: scratch-medium, scratch-small, scratch-mini, scratch-tiny; "
-                        "presets: distilbert, distil-mbert, tinybert, bert-tiny; or folders/hub ids); the ablation "
-                        "defaults to all four zoo students")
+                        "presets: distilbert, distil-mbert, tinybert, bert-tiny; or folders/hub ids); default "
+                        f"{','.join(DEFAULT_STUDENTS)} for pareto, all four zoo students for the ablation")
     p.add_argument("--n-trials", type=int, default=20,
                    help="completed trials each pair study should hold; re-running resumes up to this total")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many "
@@ -99,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
-    students = tuple(s.strip() for s in args.students.split(",") if s.strip())
+    given = args.students is not None
+    students = tuple(s.strip() for s in args.students.split(",") if s.strip()) if given else DEFAULT_STUDENTS
     data = args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
     cfg = StudyConfig(objective=args.objective, data=data, text_col=args.text_col, label_col=args.label_col,
                       teacher=args.teacher, students=students, n_trials=args.n_trials, timeout=args.timeout,
@@ -142,9 +141,9 @@ def main(argv: list[str] | None = None) -> int:
             run_report(cfg, args.out)
             return 0
         if cfg.objective == "ablation":
-            from study.ablation import DEFAULT_STUDENTS, AblationSettings, run_ablation
+            from study.ablation import DEFAULT_STUDENTS as ABLATION_STUDENTS, AblationSettings, run_ablation
 
-            students = cfg.students if args.students != ",".join(DEFAULT_STUDENTS_PARETO) else DEFAULT_STUDENTS
+            students = cfg.students if args.students is not None else ABLATION_STUDENTS
             run_ablation(cfg, AblationSettings(
                 teachers=tuple(t.strip() for t in args.teachers.split(",") if t.strip()), students=students,
                 repeats=args.repeats, temperature=args.temperature, kd_lambda=args.kd_lambda,

@@ -101,6 +101,14 @@ class Tracker:
         self._log(run.info.run_id, params=params)
         return run.info.run_id
 
+    def record_run(self, experiment_id: str, parent_id: str, name: str, *, tags: dict[str, str],
+                   params: dict[str, Any], metrics: dict[str, float]) -> str:
+        """A finished child run holding already-measured results (one ablation row)."""
+        run = self.client.create_run(experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: parent_id, **tags})
+        self._log(run.info.run_id, params=params, metrics=metrics)
+        self.client.set_terminated(run.info.run_id, status="FINISHED")
+        return run.info.run_id
+
     def finish_trial(self, run_id: str, *, params: dict[str, Any], metrics: dict[str, float],
                      tags: dict[str, str], record: dict[str, Any]) -> None:
         self._log(run_id, params=params, metrics=metrics, tags=tags)

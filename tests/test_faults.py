@@ -37,6 +37,18 @@ def _runs(stores, name, role="trial"):
     return client.search_runs([exp.experiment_id], f"tags.role = '{role}'", max_results=1000)
 
 
+def _space_with_scheme(tmp_path, monkeypatch, name, build) -> str:
+    """Register quantization scheme ``name`` for this test and write a space that always picks it."""
+    from objectives import quantize as q
+
+    monkeypatch.setitem(q.SCHEMES, name, q.Scheme(name, "pytorch", "nothing", build))
+    space = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())
+    space["quant_scheme"] = {"type": "categorical", "choices": [name]}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return str(path)
+
+
 def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch):
     from objectives import quantize as q
 
@@ -48,13 +60,9 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch
             raise RuntimeError("export exploded on purpose")
         return q.SCHEMES["none"].build(model, out, config, calibration)
 
-    monkeypatch.setitem(q.SCHEMES, "flaky", q.Scheme("flaky", "pytorch", "nothing", flaky))
-    space = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())
-    space["quant_scheme"] = {"type": "categorical", "choices": ["flaky"]}
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
+    path = _space_with_scheme(tmp_path, monkeypatch, "flaky", flaky)
     stores = _stores(tmp_path)
-    assert main(_args(stores, "faulty", 3, "--students", "scratch-tiny", "--space", str(path),
+    assert main(_args(stores, "faulty", 3, "--students", "scratch-tiny", "--space", path,
                       "--sampler", "random", "--seed", "1")) == 0
     study = optuna.load_study(study_name="faulty.scratch-base.scratch-tiny", storage=stores["storage"])
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
@@ -69,18 +77,12 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, monkeypatch
 
 
 def test_a_study_whose_trials_all_fail_stops_and_says_so(tmp_path, monkeypatch, capsys):
-    from objectives import quantize as q
-
     def broken(model, out, config, calibration):
         raise RuntimeError("always broken")
 
-    monkeypatch.setitem(q.SCHEMES, "broken", q.Scheme("broken", "pytorch", "nothing", broken))
-    space = yaml.safe_load((ROOT / "search_spaces" / "default.yaml").read_text())
-    space["quant_scheme"] = {"type": "categorical", "choices": ["broken"]}
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
+    path = _space_with_scheme(tmp_path, monkeypatch, "broken", broken)
     stores = _stores(tmp_path)
-    assert main(_args(stores, "allfail", 2, "--students", "scratch-tiny", "--space", str(path))) == 1
+    assert main(_args(stores, "allfail", 2, "--students", "scratch-tiny", "--space", path)) == 1
     assert "2 trials in a row failed" in capsys.readouterr().out
     parent = _runs(stores, "allfail", role="study")[0]
     assert parent.info.status == "FAILED"
