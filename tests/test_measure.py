@@ -1,4 +1,7 @@
+import os
+
 import numpy as np
+import pytest
 
 from objectives.measure import measure_speed, measure_text_speed
 from objectives.serving import TorchPredictor
@@ -32,5 +35,21 @@ def test_text_models_share_the_protocol():
     speed = measure_text_speed(lambda texts: calls.append(len(texts)), tuple(f"t{i}" for i in range(100)),
                                MeasureSettings(warmup=3, latency_examples=20, repeats=2, throughput_batches=2),
                                "scikit-learn")
-    assert calls.count(1) == 3 + 2 * 20 and calls.count(32) == 1 + 2
+    # 3 warm-up calls + one untimed pass over the 20 texts + 2 timed passes; every batch once untimed, once timed
+    assert calls.count(1) == 3 + 20 + 2 * 20 and calls.count(32) == 2 + 2
     assert speed.runtime == "scikit-learn" and speed.latency_ms >= 0 and speed.threads == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux affinity and at least 2 cores")
+def test_one_thread_timing_is_pinned_to_one_core_and_released():
+    import gc
+
+    from objectives.measure import steady_timing
+
+    cores = os.sched_getaffinity(0)
+    with steady_timing(1):
+        assert len(os.sched_getaffinity(0)) == 1 and not gc.isenabled()
+    assert os.sched_getaffinity(0) == cores and gc.isenabled()
+    with steady_timing(len(cores)):  # all cores: nothing to pin
+        assert os.sched_getaffinity(0) == cores
