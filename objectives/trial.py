@@ -20,7 +20,7 @@ from study.config import MeasureSettings
 from study.context import TrialContext
 from study.data import DataSplit
 from study.errors import UserError
-from study.models import build_model, load_tokenizer
+from study.models import build_model, load_tokenizer, teacher_subset
 from study.training import Encoded, encode, fit, pad_batch
 
 OBJECTIVES = ("macro_f1", "latency_ms", "size_mb")
@@ -72,8 +72,14 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
         distilled = {"validation_macro_f1": ctx.teacher.validation_macro_f1}
     else:  # distil
-        tokenizer = load_tokenizer(ctx.student, ctx.scratch_tokenizer_dir)
-        model = build_model(ctx.student, ctx.split.label_names, vocab_size=len(tokenizer), seed=seed)
+        if ctx.student.from_teacher:  # the teacher's own layers: its tokenizer and weights
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(ctx.teacher.tokenizer_dir))
+            model = teacher_subset(ctx.teacher.model_dir, ctx.student.teacher_layers)
+        else:
+            tokenizer = load_tokenizer(ctx.student, ctx.scratch_tokenizer_dir)
+            model = build_model(ctx.student, ctx.split.label_names, vocab_size=len(tokenizer), seed=seed)
         kd = DistillConfig(temperature=float(params["temperature"]), kd_lambda=float(params["kd_lambda"]))
         train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
         val_enc = encode(tokenizer, s.validation.texts, ctx.train.max_length)
@@ -106,7 +112,7 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     tags = {"runtime": servable.runtime, "quantizes": servable.quantizes,
             "latency_protocol": f"median of {ctx.measure.repeats} passes x {ctx.measure.latency_examples} batch-1 "
                                 f"calls on test texts, {speed.threads} intra-op thread(s) (also all cores), "
-                                f"{ctx.measure.warmup} warm-up calls; "
+                                f"{ctx.measure.warmup} warm-up calls + one untimed pass; "
                                 f"throughput at batch {speed.batch_size}, dynamic padding"}
     return TrialOutcome(values=(quality.macro_f1, speed.latency_ms, size_mb), params=params, metrics=metrics,
                         tags=tags, artifact_dir=out, timings=timings, predictions=quality.predictions)

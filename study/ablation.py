@@ -112,6 +112,10 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
 
     teachers = tuple(resolve_model(t) for t in ab.teachers)
     students = tuple(resolve_model(s) for s in ab.students)
+    derived = [s.name for s in students if s.from_teacher]
+    if derived:
+        raise UserError(f"--students {','.join(derived)}: the ablation distils every teacher into the same students, "
+                        "so students made of a teacher's own layers are for the pareto objective only")
     space = load_space(cfg.space)
     check_space(space.pinned(prune_kind=ab.prune_kind, quant_scheme=ab.quant_scheme))
     for spec in (*teachers, *students):

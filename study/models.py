@@ -24,14 +24,20 @@ class ModelSpec:
     source: str | None = None
     arch: dict = field(default_factory=dict)
     note: str = ""
+    teacher_layers: int | None = None  # a student made of this many of the fine-tuned teacher's own layers
 
     @property
     def from_scratch(self) -> bool:
-        return self.source is None
+        return self.source is None and self.teacher_layers is None
+
+    @property
+    def from_teacher(self) -> bool:
+        return self.teacher_layers is not None
 
     def key(self) -> str:
         """What identifies this model's weights before training (for cache keys)."""
-        return json.dumps({"name": self.name, "source": self.source, "arch": self.arch}, sort_keys=True)
+        return json.dumps({"name": self.name, "source": self.source, "arch": self.arch,
+                           "teacher_layers": self.teacher_layers}, sort_keys=True)
 
 
 def _bert(layers: int, hidden: int, heads: int) -> dict:
@@ -71,6 +77,10 @@ def _minilm_folder() -> str | None:
     return str(folder) if (folder / "config.json").exists() else None
 
 
+TEACHER_LAYERS_PREFIX = "teacher-l"
+_TEACHER_NOTE = ("the fine-tuned teacher's own embeddings, classifier and {n} evenly spaced encoder layers "
+                 "(DistilBERT-style initialisation), then distilled")
+
 SCRATCH_VOCAB_SIZE = 8000
 SCRATCH_MAX_POSITIONS = 512
 
@@ -81,6 +91,13 @@ def resolve_model(name: str) -> ModelSpec:
         return ZOO[name]
     if name in PRESETS:
         return PRESETS[name]
+    if name.startswith(TEACHER_LAYERS_PREFIX):
+        layers = name[len(TEACHER_LAYERS_PREFIX):]
+        if not layers.isdigit() or int(layers) < 1:
+            raise UserError(f"model {name!r}: expected {TEACHER_LAYERS_PREFIX}N with N a positive number of the "
+                            "teacher's encoder layers to keep, e.g. teacher-l3")
+        n = int(layers)
+        return ModelSpec(name, "student", teacher_layers=n, note=_TEACHER_NOTE.format(n=n))
     if name == "minilm-l6":
         folder = _minilm_folder()
         if folder is None:
@@ -96,8 +113,8 @@ def resolve_model(name: str) -> ModelSpec:
     if name.count("/") == 1 and all(part and not part.startswith(".") for part in name.split("/")):
         return ModelSpec(_safe_name(name), "any", source=name)
     known = ", ".join([*ZOO, *PRESETS, "minilm-l6"])
-    raise UserError(f"unknown model {name!r}: expected one of {known}, a local model folder, "
-                    "or a Hugging Face hub id such as org/name")
+    raise UserError(f"unknown model {name!r}: expected one of {known}, {TEACHER_LAYERS_PREFIX}N (N of the teacher's "
+                    "layers), a local model folder, or a Hugging Face hub id such as org/name")
 
 
 def _safe_name(text: str) -> str:
@@ -106,7 +123,7 @@ def _safe_name(text: str) -> str:
 
 def check_loadable(spec: ModelSpec) -> None:
     """Fail early, before anything is created, if a pretrained model's config cannot be loaded."""
-    if spec.from_scratch:
+    if spec.source is None:
         return
     from transformers import AutoConfig
 
@@ -165,3 +182,54 @@ def train_wordpiece(texts: tuple[str, ...], out_dir: Path, vocab_size: int = SCR
                                    cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
                                    model_max_length=SCRATCH_MAX_POSITIONS)
     fast.save_pretrained(str(out_dir))
+
+
+def check_student_fits(teacher: ModelSpec, student: ModelSpec) -> None:
+    """A student made of the teacher's layers cannot keep more layers than the teacher has (checked early)."""
+    if not student.from_teacher:
+        return
+    if teacher.from_scratch:
+        total = int(teacher.arch.get("num_hidden_layers", 12))
+    else:
+        from transformers import AutoConfig
+
+        total = int(getattr(AutoConfig.from_pretrained(teacher.source), "num_hidden_layers", 0) or 0)
+    if not 1 <= student.teacher_layers < total:
+        raise UserError(f"student {student.name!r} keeps {student.teacher_layers} encoder layers, but teacher "
+                        f"{teacher.name!r} has {total}: choose {TEACHER_LAYERS_PREFIX}1 to "
+                        f"{TEACHER_LAYERS_PREFIX}{max(1, total - 1)}")
+
+
+def kept_layers(total: int, keep: int) -> list[int]:
+    """``keep`` evenly spaced indices of ``total`` encoder layers, always including the last one."""
+    return [round((i + 1) * total / keep) - 1 for i in range(keep)]
+
+
+def teacher_subset(teacher_model_dir: Path, layers: int):
+    """The fine-tuned teacher with only ``layers`` of its encoder layers (BERT-style encoders).
+
+    Raises UserError when the teacher has fewer layers or is not a BERT-style encoder.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(teacher_model_dir))
+    encoder = getattr(getattr(model, getattr(model, "base_model_prefix", ""), None), "encoder", None)
+    blocks = getattr(encoder, "layer", None)
+    if not isinstance(blocks, torch.nn.ModuleList):
+        raise UserError(f"student {TEACHER_LAYERS_PREFIX}{layers}: the teacher ({model.config.model_type}) is not a "
+                        "BERT-style encoder with encoder.layer blocks")
+    total = len(blocks)
+    if layers > total:
+        raise UserError(f"student {TEACHER_LAYERS_PREFIX}{layers}: the teacher has only {total} encoder layers")
+    keep = kept_layers(total, layers)
+    encoder.layer = torch.nn.ModuleList(blocks[i] for i in keep)
+    for new_index, block in enumerate(encoder.layer):
+        attention = getattr(getattr(block, "attention", None), "self", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = new_index
+    model.config.num_hidden_layers = layers
+    layout = getattr(model.config, "pruned_layout", None)
+    if layout:
+        model.config.pruned_layout = {key: [sizes[i] for i in keep] for key, sizes in layout.items()}
+    return model

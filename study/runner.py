@@ -29,7 +29,7 @@ from study.progress import TrialProgress, say
 from study.report import publish
 from study.stores import check_reachable
 from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
-from study.models import ModelSpec, check_loadable, resolve_model
+from study.models import ModelSpec, check_loadable, check_student_fits, resolve_model
 from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
 from study.training import set_compute_threads
 from study.callbacks import TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler
@@ -94,6 +94,8 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
     split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
     for spec in (teacher, *students):
         check_loadable(spec)
+    for student in students:
+        check_student_fits(teacher, student)
     check_reachable(cfg.storage, "Optuna storage")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
     tracker = Tracker(cfg.tracking_uri)
