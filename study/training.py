@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -30,10 +31,27 @@ class Encoded:
         return np.array([len(x) for x in self.ids])
 
 
+_ENCODED: OrderedDict[tuple, Encoded] = OrderedDict()  # this process's tokenized texts, most recent last
+_ENCODED_KEEP = 16
+
+
 def encode(tokenizer, texts: tuple[str, ...] | list[str], max_length: int) -> Encoded:
+    """Token ids of ``texts``; tokenized once per (tokenizer, texts, max_length) in a process, so trials
+    and pair studies after the first reuse them."""
+    texts = tuple(texts)
+    key = (str(getattr(tokenizer, "name_or_path", "")), type(tokenizer).__name__, len(tokenizer), max_length,
+           len(texts), hash(texts))
+    if key in _ENCODED:
+        _ENCODED.move_to_end(key)
+        return _ENCODED[key]
     out = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True,
                     return_attention_mask=False, return_token_type_ids=False)
-    return Encoded(tuple(np.asarray(x, dtype=np.int64) for x in out["input_ids"]))
+    enc = Encoded(tuple(np.asarray(x, dtype=np.int64) for x in out["input_ids"]))
+    if key[0]:  # only tokenizers loaded from a folder or hub id have a name to key on
+        _ENCODED[key] = enc
+        while len(_ENCODED) > _ENCODED_KEEP:
+            _ENCODED.popitem(last=False)
+    return enc
 
 
 def pad_batch(enc: Encoded, index: np.ndarray, pad_id: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
