@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from benchmarks.common import add_common_args, data_path, load_split, study_config, write_json
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import SCHEMES, QuantConfig, SchemeUnavailable
 from objectives.trial import calibration_batches, serve_and_measure
-from study.config import StudyConfig, quick_overrides
-from study.data import limit_part, load_corpus, split_corpus
-from study.demo import demo_corpus
+from study.config import DEFAULT_TEACHER, StudyConfig
 from study.errors import EXIT_USER_ERROR, UserError
 from study.models import resolve_model
 from study.progress import say
@@ -26,9 +24,7 @@ from study.training import encode
 
 
 def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], schemes: list[str]) -> dict:
-    corpus = load_corpus(data) if data else demo_corpus()
-    split = split_corpus(corpus, seed=cfg.seed)
-    split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
+    corpus, split = load_split(cfg, data)
     spec = resolve_model(cfg.teacher)
     teacher = prepare_teacher(spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -97,26 +93,19 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split(":", 1)[1].strip())
-    p.add_argument("--data", type=Path, default=None, help="corpus (default: $STUDY_DATA, else the synthetic demo)")
-    p.add_argument("--quick", action="store_true", help="the study's --quick training and timing settings")
-    p.add_argument("--json-out", type=Path, default=None, help="write the rows as JSON here")
-    p.add_argument("--teacher", default="scratch-base")
+    add_common_args(p, teacher_default=DEFAULT_TEACHER)
     p.add_argument("--ratio", type=float, default=0.5, help="pruning ratio for every pruning kind")
     p.add_argument("--kinds", default="none," + ",".join(k for k in PRUNERS if k != "none"))
     p.add_argument("--schemes", default=",".join(SCHEMES))
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--fixed-length", type=int, default=None,
                    help="time every input padded to this many tokens (default: the test texts' real lengths)")
-    p.add_argument("--cache-dir", type=Path, default=None)
     args = p.parse_args(argv)
     from study.run import quiet_libraries
 
     quiet_libraries()
-    data = args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
+    data = data_path(args)
     try:
-        cfg = StudyConfig(teacher=args.teacher, seed=args.seed, quick=args.quick,
-                          **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-        cfg = quick_overrides(cfg) if args.quick else cfg
+        cfg = study_config(args)
         cfg = replace(cfg, measure=replace(cfg.measure, fixed_length=args.fixed_length))
         kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
         schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
@@ -128,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     print(table(result))
-    if args.json_out:
-        args.json_out.write_text(json.dumps(result, indent=2, default=float))
-        print(f"wrote {args.json_out}")
+    write_json(args.json_out, result)
     return 0
 
 

@@ -1,0 +1,48 @@
+"""What every benchmark shares: its command-line flags, its study settings and its data split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from study.config import StudyConfig, quick_overrides
+from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
+from study.demo import demo_corpus
+
+
+def add_common_args(p: argparse.ArgumentParser, teacher_default: str,
+                    quick_help: str = "the study's --quick training and timing settings") -> None:
+    p.add_argument("--data", type=Path, default=None, help="corpus (default: $STUDY_DATA, else the synthetic demo)")
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--json-out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--teacher", default=teacher_default, help=f"teacher model (default: {teacher_default})")
+    p.add_argument("--seed", type=int, default=42, help="data split and teacher seed")
+    p.add_argument("--cache-dir", type=Path, default=None, help="teacher cache (default: the study's)")
+
+
+def data_path(args: argparse.Namespace) -> Path | None:
+    return args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
+
+
+def study_config(args: argparse.Namespace, quick: bool | None = None, **fields) -> StudyConfig:
+    """The study's settings for a benchmark (``quick`` overrides ``args.quick`` when given)."""
+    quick = args.quick if quick is None else quick
+    cfg = StudyConfig(teacher=args.teacher, seed=args.seed, quick=quick,
+                      **({"cache_dir": args.cache_dir} if args.cache_dir else {}), **fields)
+    return quick_overrides(cfg) if quick else cfg
+
+
+def load_split(cfg: StudyConfig, data: Path | None) -> tuple[Corpus, DataSplit]:
+    """The study's split of ``data`` (or of the demo corpus), training part limited as ``cfg`` says."""
+    corpus = load_corpus(data) if data else demo_corpus()
+    split = split_corpus(corpus, seed=cfg.seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
+    return corpus, replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
+
+
+def write_json(path: Path | None, result: dict) -> None:
+    if path is not None:
+        path.write_text(json.dumps(result, indent=2, default=float))
+        print(f"wrote {path}")

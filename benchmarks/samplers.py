@@ -1,0 +1,151 @@
+"""``python -m benchmarks.samplers``: random, TPE and NSGA-II at equal trial budgets over several seeds,
+compared by the hypervolume of the Pareto front each finds (one reference point for all)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import optuna
+
+from benchmarks.common import add_common_args, data_path, load_split, study_config, write_json
+from objectives.quantize import SchemeUnavailable
+from objectives.trial import DIRECTIONS, check_space, objective
+from search_spaces import load_space
+from study.config import DEFAULT_TEACHER, SAMPLERS, StudyConfig
+from study.context import TrialContext
+from study.errors import EXIT_USER_ERROR, UserError
+from study.models import check_loadable, check_student_fits, resolve_model
+from study.progress import say
+from study.runner import make_sampler, measure_reference
+from study.teacher import prepare_teacher, scratch_tokenizer
+
+UNUSED_WITHOUT_STUDENT = {"temperature": 1.0, "kd_lambda": 0.0}  # pinned: no distillation happens
+
+
+def hypervolume(points: list[tuple[float, float, float]], teacher: dict[str, float]) -> float:
+    """Hypervolume of (macro-F1, latency, size) points, normalised by the fp32 teacher.
+
+    Each point becomes (-macro-F1, latency / teacher latency, size / teacher size), all minimised; the
+    reference point is (0, 1, 1): a model with no skill, as slow and as large as the teacher. Points
+    outside that box add nothing. The result lies in [0, 1].
+    """
+    from optuna._hypervolume import compute_hypervolume  # Optuna's own WFG implementation
+
+    reference = np.array([0.0, 1.0, 1.0])
+    scaled = np.array([[-f1, latency / teacher["teacher_latency_ms"], size / teacher["teacher_size_mb"]]
+                       for f1, latency, size in points], dtype=float).reshape(-1, 3)
+    inside = scaled[(scaled < reference).all(axis=1)]
+    if len(inside) == 0:
+        return 0.0
+    return float(compute_hypervolume(inside, reference, assume_pareto=False))
+
+
+def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[str], seeds: list[int],
+        n_trials: int) -> dict:
+    teacher_spec = resolve_model(cfg.teacher)
+    student = None if student_name == "teacher" else resolve_model(student_name)
+    for spec in (teacher_spec, student):
+        if spec is not None:
+            check_loadable(spec)
+    if student is not None:
+        check_student_fits(teacher_spec, student)
+    space = load_space(cfg.space)
+    check_space(space)
+    if student is None:  # compressing the teacher itself: T and lambda do nothing, so they are not searched
+        space = space.pinned(**UNUSED_WITHOUT_STUDENT)
+    corpus, split = load_split(cfg, data)
+    teacher = prepare_teacher(teacher_spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-samplers-") as tmp:
+        workdir = Path(tmp)
+        reference = measure_reference(teacher, split, cfg, workdir)
+        say(f"[bench] fp32 teacher {teacher_spec.name}: macro-F1 {reference['teacher_macro_f1']:.4f}, "
+            f"{reference['teacher_latency_ms']:.2f} ms at batch 1, {reference['teacher_size_mb']:.2f} MB")
+        ctx = TrialContext(
+            study_name="bench-samplers", split=split, teacher=teacher, student=student,
+            scratch_tokenizer_dir=scratch_tokenizer(split, cfg.cache_dir) if student and student.from_scratch else None,
+            space=space, train=cfg.train, measure=cfg.measure, seed=cfg.seed, workdir=workdir,
+            data_facts=MappingProxyType({}))
+        for name in samplers:
+            for seed in seeds:
+                study = optuna.create_study(directions=list(DIRECTIONS), sampler=make_sampler(name, seed))
+                start = time.perf_counter()
+                study.optimize(lambda trial: list(objective(trial, ctx).values), n_trials=n_trials,
+                               catch=(SchemeUnavailable,))
+                done = [t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+                hv = hypervolume([tuple(v) for v in done], reference)
+                rows.append({"sampler": name, "seed": seed, "hypervolume": hv, "completed": len(done),
+                             "failed": n_trials - len(done), "front_size": len(study.best_trials),
+                             "seconds": time.perf_counter() - start,
+                             "best_macro_f1": max((v[0] for v in done), default=float("nan"))})
+                say(f"[bench] {name:<6} seed {seed}: hypervolume {hv:.4f} ({len(done)}/{n_trials} trials, "
+                    f"front {len(study.best_trials)}, {rows[-1]['seconds']:.0f}s)")
+    summary = {}
+    for name in samplers:
+        values = [r["hypervolume"] for r in rows if r["sampler"] == name]
+        summary[name] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "runs": len(values)}
+    return {"teacher": teacher_spec.name, "student": student_name, "data": corpus.source, "quick": cfg.quick,
+            "n_trials": n_trials, "seeds": seeds, "default_sampler": StudyConfig.sampler,
+            "teacher_reference": {k: reference[k] for k in ("teacher_macro_f1", "teacher_latency_ms", "teacher_size_mb")},
+            "rows": rows, "summary": summary}
+
+
+def table(result: dict) -> str:
+    lines = [f"{'sampler':<8} {'mean HV':>8} {'std':>7} {'runs':>5}   per seed", "-" * 60]
+    for name, s in result["summary"].items():
+        per_seed = "  ".join(f"{r['hypervolume']:.4f}" for r in result["rows"] if r["sampler"] == name)
+        mark = " (default)" if name == result["default_sampler"] else ""
+        lines.append(f"{name:<8} {s['mean']:8.4f} {s['std']:7.4f} {s['runs']:5d}   {per_seed}{mark}")
+    default, summary = result["default_sampler"], result["summary"]
+    if default in summary and "random" in summary and default != "random":
+        gain = summary[default]["mean"] - summary["random"]["mean"]
+        verdict = "beats" if gain > 0 else "does NOT beat"
+        lines.append(f"The default sampler ({default}) {verdict} random: mean hypervolume {gain:+.4f}.")
+    lines.append(f"{result['n_trials']} trials per run, teacher {result['teacher']}, student {result['student']}; "
+                 "hypervolume of (-macro-F1, latency/teacher, size/teacher) against the reference point (0, 1, 1).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.samplers", description=__doc__.split(":", 1)[1].strip())
+    add_common_args(p, teacher_default=DEFAULT_TEACHER)
+    p.add_argument("--student", default="teacher",
+                   help="student to distil into, or 'teacher' to compress the teacher itself (no distillation: "
+                        "the fastest trials; T and lambda are then not searched)")
+    p.add_argument("--samplers", default="random,tpe,nsga2", help=f"comma-separated, of {', '.join(SAMPLERS)}")
+    p.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler (at least 3 for the issue)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials per run (default: 12, or 8 with --quick)")
+    p.add_argument("--space", default="default", help="search space name or YAML file")
+    args = p.parse_args(argv)
+    from study.run import quiet_libraries
+
+    quiet_libraries()
+    try:
+        samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+        unknown = [s for s in samplers if s not in SAMPLERS]
+        if unknown or not samplers:
+            raise UserError(f"--samplers: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(SAMPLERS)}")
+        if args.seeds < 1:
+            raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+        n_trials = args.n_trials or (8 if args.quick else 12)
+        if n_trials < 1:
+            raise UserError(f"--n-trials must be at least 1, got {n_trials}")
+        cfg = study_config(args, space=args.space)
+        result = run(cfg, data_path(args), args.student, samplers, [1000 + i for i in range(args.seeds)], n_trials)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(table(result))
+    write_json(args.json_out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

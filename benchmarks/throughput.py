@@ -1,0 +1,93 @@
+"""``python -m benchmarks.throughput``: trials per hour of the pareto study in its quick and full settings,
+each trial's time broken down by stage (distil, prune, quantize, evaluate, measure)."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+
+from benchmarks.common import add_common_args, data_path, study_config, write_json
+from study.config import DEFAULT_STUDENTS, DEFAULT_TEACHER
+from study.errors import EXIT_USER_ERROR, UserError
+from study.progress import say
+
+STAGES = ("distil", "prune", "quantize", "evaluate", "measure")
+
+
+def measure_setting(args: argparse.Namespace, quick: bool, n_trials: int, students: tuple[str, ...]) -> dict:
+    """Run a real pareto study (throwaway stores) in one setting; time every trial and its stages."""
+    import optuna
+
+    from study.front import completed, pair_studies
+    from study.runner import run_pareto
+
+    with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+        cfg = study_config(args, quick=quick, students=students, n_trials=n_trials, study_name="throughput",
+                           storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=f"sqlite:///{tmp}/mlflow.db",
+                           quiet=True, keep_models="none", data=data_path(args))
+        start = time.perf_counter()
+        run_pareto(cfg)
+        wall = time.perf_counter() - start
+        trials = [t for name in pair_studies(cfg.storage, cfg.study_name)
+                  for t in completed(optuna.load_study(study_name=name, storage=cfg.storage))]
+    if not trials:
+        raise UserError("no trial completed; see the study's messages above")
+    seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]
+    stages = {s: statistics.fmean(t.user_attrs["metrics"].get(f"time_{s}_s", 0.0) for t in trials) for s in STAGES}
+    trial_total = sum(seconds)
+    return {"setting": "quick" if quick else "full", "trials": len(trials), "students": list(students),
+            "mean_trial_s": statistics.fmean(seconds), "median_trial_s": statistics.median(seconds),
+            "trials_per_hour": 3600.0 * len(trials) / trial_total, "stage_mean_s": stages,
+            "setup_s": wall - trial_total,  # teacher (trained or cached), reference timing, baseline, fronts
+            "max_epochs": cfg.train.max_epochs, "train_examples_limit": cfg.train.max_train_examples,
+            "max_length": cfg.train.max_length}
+
+
+def table(result: dict) -> str:
+    head = (f"{'setting':<8} {'trials':>6} {'trials/h':>9} {'mean s':>8} "
+            + " ".join(f"{s:>9}" for s in STAGES) + f" {'setup s':>8}")
+    lines = [head, "-" * len(head)]
+    for r in result["settings"]:
+        lines.append(f"{r['setting']:<8} {r['trials']:6d} {r['trials_per_hour']:9.1f} {r['mean_trial_s']:8.1f} "
+                     + " ".join(f"{r['stage_mean_s'][s]:9.1f}" for s in STAGES) + f" {r['setup_s']:8.0f}")
+    lines.append(f"Teacher {result['teacher']}, students {','.join(result['students'])}, on {result['machine']}. "
+                 "Stage columns are mean seconds per trial; trials/h = 3600 x trials / summed trial time; setup = "
+                 "teacher training or cache load, the teacher's reference timing, the baseline and the fronts.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split(":", 1)[1].strip())
+    add_common_args(p, teacher_default=DEFAULT_TEACHER,
+                    quick_help="measure the quick setting only (default: the quick and the full setting)")
+    p.add_argument("--n-trials", type=int, default=3, help="trials per teacher/student pair and setting")
+    p.add_argument("--students", default=",".join(DEFAULT_STUDENTS), help="comma-separated students")
+    args = p.parse_args(argv)
+    from objectives.measure import machine_facts
+    from study.run import quiet_libraries
+
+    quiet_libraries()
+    try:
+        if args.n_trials < 1:
+            raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
+        students = tuple(s.strip() for s in args.students.split(",") if s.strip())
+        results = []
+        for quick in ((True,) if args.quick else (True, False)):
+            say(f"[bench] {'quick' if quick else 'full'} setting: {args.n_trials} trial(s) per pair ...")
+            results.append(measure_setting(args, quick, args.n_trials, students))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    facts = machine_facts()
+    result = {"teacher": args.teacher, "students": list(students), "settings": results,
+              "machine": f"{facts['cpu']} ({facts['cpu_count']} cores)", "machine_facts": facts}
+    print(table(result))
+    write_json(args.json_out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

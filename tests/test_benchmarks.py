@@ -1,0 +1,76 @@
+"""The benchmarks on the demo corpus with tiny budgets: real runs, real numbers, checked for sense."""
+
+import json
+
+import pytest
+
+
+def test_hypervolume_is_the_dominated_box_volume_against_the_teacher():
+    from benchmarks.samplers import hypervolume
+
+    teacher = {"teacher_latency_ms": 10.0, "teacher_size_mb": 4.0}
+    # one point at half the teacher's latency and size with macro-F1 0.5: a box of 0.5 x 0.5 x 0.5
+    assert hypervolume([(0.5, 5.0, 2.0)], teacher) == pytest.approx(0.125)
+    # a point slower than the teacher lies outside the reference box and adds nothing
+    assert hypervolume([(0.5, 5.0, 2.0), (0.9, 12.0, 1.0)], teacher) == pytest.approx(0.125)
+    # a second, non-dominated point adds only the volume the first does not cover
+    both = hypervolume([(0.5, 5.0, 2.0), (0.8, 9.0, 2.0)], teacher)
+    assert both == pytest.approx(0.125 + 0.8 * 0.1 * 0.5 - 0.5 * 0.1 * 0.5)
+    assert hypervolume([], teacher) == 0.0
+
+
+def test_samplers_benchmark_runs_every_sampler_at_the_same_budget(tmp_path, capsys):
+    from benchmarks.samplers import main
+
+    out = tmp_path / "samplers.json"
+    assert main(["--quick", "--teacher", "scratch-tiny", "--samplers", "random,tpe", "--seeds", "2",
+                 "--n-trials", "2", "--cache-dir", str(tmp_path / "cache"), "--json-out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(r["sampler"], r["seed"]) for r in result["rows"]] == [("random", 1000), ("random", 1001),
+                                                                    ("tpe", 1000), ("tpe", 1001)]
+    assert all(r["completed"] + r["failed"] == 2 for r in result["rows"])
+    assert all(0.0 <= r["hypervolume"] <= 1.0 for r in result["rows"])
+    assert any(r["hypervolume"] > 0 for r in result["rows"])  # some compressed model beats the teacher's box
+    assert set(result["summary"]) == {"random", "tpe"}
+    printed = capsys.readouterr().out
+    assert "mean HV" in printed and "random" in printed
+
+
+def test_samplers_benchmark_rejects_unknown_samplers(capsys):
+    from benchmarks.samplers import main
+
+    assert main(["--samplers", "random,grid"]) == 2
+    assert "grid" in capsys.readouterr().err
+
+
+def test_throughput_benchmark_reports_trials_per_hour_and_stages(tmp_path, capsys):
+    from benchmarks.throughput import STAGES, main
+
+    out = tmp_path / "throughput.json"
+    assert main(["--quick", "--teacher", "scratch-tiny", "--students", "scratch-tiny", "--n-trials", "2",
+                 "--cache-dir", str(tmp_path / "cache"), "--json-out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (quick,) = result["settings"]
+    assert quick["setting"] == "quick" and quick["trials"] == 2
+    assert quick["trials_per_hour"] == pytest.approx(3600.0 / quick["mean_trial_s"])
+    staged = sum(quick["stage_mean_s"][s] for s in STAGES)
+    assert 0 < staged <= quick["mean_trial_s"]  # the stages are parts of the trial's time
+    assert quick["stage_mean_s"]["distil"] > 0 and quick["stage_mean_s"]["measure"] > 0
+    assert "trials/h" in capsys.readouterr().out
+
+
+def test_compression_benchmark_rows_are_ratios_against_the_fp32_teacher(tmp_path, capsys):
+    from benchmarks.compression import main
+
+    out = tmp_path / "compression.json"
+    assert main(["--quick", "--teacher", "scratch-tiny", "--kinds", "none,heads_ffn", "--schemes",
+                 "none,onnx_dynamic_int8", "--cache-dir", str(tmp_path / "cache"), "--json-out", str(out)]) == 0
+    rows = {(r["prune_kind"], r["scheme"]): r for r in json.loads(out.read_text())["rows"]}
+    base = rows[("none", "none")]
+    assert base["speedup_batch1"] == 1.0 and base["size_ratio"] == 1.0 and base["macro_f1_delta"] == 0.0
+    int8 = rows[("none", "onnx_dynamic_int8")]
+    assert int8["size_ratio"] > 2.0  # int8 weights: well under half the fp32 bytes
+    pruned = rows[("heads_ffn", "none")]
+    assert pruned["nonzero_params"] < base["nonzero_params"]
+    assert 0 <= base["latency_cv"] < 1.0
+    assert "speedup" in capsys.readouterr().out
