@@ -28,6 +28,7 @@ class TrainSettings:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     max_train_examples: int | None = None  # None: the whole training part
+    mlm_epochs: int = 0  # masked-LM pre-training epochs of a scratch teacher on the training texts
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class MeasureSettings:
     """One latency/throughput protocol for every model (see objectives/measure.py)."""
 
     threads: int = 1  # intra-op threads of the serving runtime during timing
-    warmup: int = 10  # untimed calls before timing
+    warmup: int = 10  # untimed calls before timing, then one untimed pass over every timed input
     latency_examples: int = 100  # test texts timed one by one at batch 1, in order
     repeats: int = 5  # timed passes over those texts (the CV across passes is reported)
     throughput_batch_size: int = 32

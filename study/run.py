@@ -7,10 +7,11 @@ import logging
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
-                          MeasureSettings, StudyConfig, quick_overrides)
+                          MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
 from study.errors import EXIT_USER_ERROR, UserError
 
 OBJECTIVES = ("pareto", "report", "ablation")
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intra-op threads of the serving runtime while timing latency and throughput")
     p.add_argument("--fixed-length", type=int, default=None,
                    help="time every input padded to this many tokens instead of the test texts' real lengths")
+    p.add_argument("--teacher-mlm-epochs", type=int, default=None,
+                   help="masked-LM pre-training epochs of a scratch teacher on the training texts before "
+                        f"fine-tuning (default {TrainSettings.mlm_epochs})")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
@@ -108,7 +112,12 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       keep_models=args.keep_models, quiet=args.quiet,
                       measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-    return quick_overrides(cfg) if cfg.quick else cfg
+    cfg = quick_overrides(cfg) if cfg.quick else cfg
+    if args.teacher_mlm_epochs is not None:
+        if args.teacher_mlm_epochs < 0:
+            raise UserError(f"--teacher-mlm-epochs must be 0 or more, got {args.teacher_mlm_epochs}")
+        cfg = replace(cfg, train=replace(cfg.train, mlm_epochs=args.teacher_mlm_epochs))
+    return cfg
 
 
 def quiet_libraries() -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from study.config import TrainSettings
 from study.data import DataSplit
 from study.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
+from study.pretrain import mlm_pretrain
 from study.training import encode, fit, macro_f1, torch_logits
 
 
@@ -99,6 +100,12 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
     train = encode(tokenizer, split.train.texts, settings.max_length)
     validation = encode(tokenizer, split.validation.texts, settings.max_length)
     lr = settings.learning_rate_scratch if spec.from_scratch else settings.learning_rate_pretrained
+    pretrain_seconds = 0.0
+    if spec.from_scratch and settings.mlm_epochs > 0:
+        log(f"[teacher] masked-LM pre-training of {spec.name} on the {len(train)} training texts")
+        pretrain_seconds = mlm_pretrain(model, tokenizer, train, epochs=settings.mlm_epochs, learning_rate=lr,
+                                        batch_size=settings.batch_size, weight_decay=settings.weight_decay,
+                                        warmup_ratio=settings.warmup_ratio, seed=seed, log=log)
     result = fit(model, train=train, train_labels=split.train.labels, validation=validation,
                  validation_labels=split.validation.labels,
                  loss_fn=lambda logits, labels, _index: F.cross_entropy(logits, labels),
@@ -113,6 +120,7 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
     meta = {"teacher": spec.name, "source": spec.source, "arch": spec.arch, "data_sha256": split.corpus_sha256,
             "seed": seed, "settings": asdict(settings), "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
+            "mlm_pretrain_seconds": round(pretrain_seconds, 1),
             "validation_macro_f1": macro_f1(split.validation.labels, validation_logits.argmax(axis=1))}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     log(f"[teacher] done in {result.seconds:.0f}s: best epoch {result.best_epoch}, "
