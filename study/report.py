@@ -131,11 +131,12 @@ def write_html(figures: Sequence[tuple[str, go.Figure]], path: Path, title: str,
 
 
 def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path | None = None,
-            log=print) -> list[Path]:
+            log=print, reference: Path | None = None) -> list[Path]:
     """Write each pair study's report and the merged front, and log them to MLflow.
 
     Each pair's ``report.html`` goes to its parent run (``report/``); the merged front across pairs
-    (``merged_front.html``, ``merged_front.csv``) to the experiment's ``role=report`` run.
+    (``merged_front.html``, ``merged_front.csv``) to the experiment's ``role=report`` run, with
+    ``front_vs_reference.md`` (best points next to the ``reference`` table's) when one is given.
     """
     import tempfile
 
@@ -170,11 +171,26 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
                               "the merged Pareto front in full colour.")
             csv = folder / "merged_front.csv"
             front_frame(pareto_trials([t for s in merged for t in completed(s)])).to_csv(csv, index=False)
-            written += [path, csv]
+            files = [path, csv]
+            if reference is not None:
+                files.append(_write_comparison([t for s in merged for t in completed(s)], reference,
+                                               folder / "front_vs_reference.md"))
             report_run = tracker.report_run(experiment.experiment_id, study_name)
-            tracker.log_artifact(report_run, path)
-            tracker.log_artifact(report_run, csv)
+            for path in files:
+                tracker.log_artifact(report_run, path)
+            written += files
         if out is not None:
             for path in written:
                 log(f"[report] wrote {path}")
     return written
+
+
+def _write_comparison(trials, reference: Path, path: Path) -> Path:
+    from objectives.measure import machine_facts
+    from study.compare import comparison_markdown, our_points, reference_points
+
+    facts = machine_facts()
+    text = comparison_markdown(our_points(trials), reference_points(reference),
+                               f"{facts['cpu']} ({facts['cpu_count']} cores)")
+    path.write_text(f"# Best points of the front next to {reference.name}\n\n{text}\n")
+    return path

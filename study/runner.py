@@ -388,13 +388,16 @@ def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent:
     tracker.end_study(parent, status)
 
 
-def run_report(cfg: StudyConfig, out: Path | None) -> list[Path]:
-    """The report objective: regenerate every figure of study ``cfg.study_name`` from its stores."""
+def run_report(cfg: StudyConfig, out: Path | None, reference: Path | None = None) -> list[Path]:
+    """The report objective: regenerate every figure of study ``cfg.study_name`` from its stores (and, with
+    ``reference``, the front's best points next to that table's)."""
     from study.front import pair_studies
 
+    if reference is not None and not reference.exists():
+        raise UserError(f"--reference {reference} does not exist")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
     names = pair_studies(cfg.storage, cfg.study_name)
     tracker = Tracker(cfg.tracking_uri)
     tracker.check()
     studies = [optuna.load_study(study_name=n, storage=cfg.storage) for n in names]
-    return publish(cfg.study_name, studies, tracker, out, log=say)
+    return publish(cfg.study_name, studies, tracker, out, log=say, reference=reference)

@@ -40,3 +40,35 @@ def test_merged_front_keeps_points_from_several_studies():
     frame = front_frame(merged)
     assert list(frame["macro_f1"]) == [0.9, 0.8, 0.5]
     assert list(itertools.chain(frame["study"])) == ["a", "b", "a"]
+
+
+def test_front_vs_reference_picks_the_same_way_for_both(tmp_path):
+    import optuna
+
+    from study.compare import comparison_markdown, our_points, reference_points
+
+    ref = tmp_path / "paper.csv"
+    ref.write_text("table,teacher,model,technique,accuracy,macro_f1,speedup,params_m,size_mb,compression_ratio\n"
+                   "4,,X,baseline,1,50,,1,1,\n"
+                   "5,T,T,teacher,60,60.0,1.0,110,420,1.0\n"
+                   "5,T,tiny,distil,40,36.0,7.9,14,55,7.6\n"
+                   "6,T,T,prune,59,58.0,1.3,85,324,1.3\n")
+
+    def trial(f1, delta, speedup, compression, scheme):
+        return optuna.trial.create_trial(
+            values=[f1, 1.0, 1.0], user_attrs={
+                "teacher": "scratch-base", "student": "teacher-l2",
+                "resolved_params": {"prune_kind": "ffn", "prune_ratio": 0.1, "quant_scheme": scheme},
+                "metrics": {"macro_f1": f1, "macro_f1_delta_vs_teacher": delta, "speedup_vs_teacher": speedup,
+                            "compression_vs_teacher": compression}})
+
+    ours = our_points([trial(0.40, -0.01, 6.0, 5.0, "onnx_dynamic_int8"), trial(0.30, -0.11, 9.0, 6.0, "bf16")])
+    paper = reference_points(ref)
+    assert [p["delta_f1"] for p in paper] == [-24.0, -2.0]  # against the teacher row, table 4 ignored
+    text = comparison_markdown(ours, paper, "test machine")
+    lines = text.splitlines()
+    first = lines[2]  # most accurate, >= 4x faster and smaller: ours -1 point, the paper's tiny -24
+    assert "onnx_dynamic_int8" in first and "-1.00" in first and "T -> tiny" in first and "-24.00" in first
+    fastest_within_3 = lines[3]
+    assert "6.00x" in fastest_within_3 and "T -> T (prune, Table 6)" in fastest_within_3
+    assert "9.00x" in lines[5]  # fastest overall
