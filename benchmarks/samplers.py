@@ -8,6 +8,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -20,12 +21,14 @@ from objectives.trial import DIRECTIONS, check_space, objective
 from search_spaces import load_space
 from study.config import DEFAULT_TEACHER, SAMPLERS, StudyConfig
 from study.context import TrialContext
+from study.data import limit_part
 from study.errors import EXIT_USER_ERROR, UserError
 from study.models import check_loadable, check_student_fits, resolve_model
 from study.progress import say
 from study.runner import make_sampler, measure_reference
 from study.teacher import prepare_teacher, scratch_tokenizer
 
+QUICK_TEST_EXAMPLES = 1000
 UNUSED_WITHOUT_STUDENT = {"temperature": 1.0, "kd_lambda": 0.0}  # pinned: no distillation happens
 
 
@@ -62,6 +65,8 @@ def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[s
         space = space.pinned(**UNUSED_WITHOUT_STUDENT)
     corpus, split = load_split(cfg, data)
     teacher = prepare_teacher(teacher_spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+    if cfg.quick:  # every trial scores the test part: a stratified subset keeps quick runs short
+        split = replace(split, test=limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed))
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-samplers-") as tmp:
         workdir = Path(tmp)
@@ -92,7 +97,7 @@ def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[s
         values = [r["hypervolume"] for r in rows if r["sampler"] == name]
         summary[name] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "runs": len(values)}
     return {"teacher": teacher_spec.name, "student": student_name, "data": corpus.source, "quick": cfg.quick,
-            "n_trials": n_trials, "seeds": seeds, "default_sampler": StudyConfig.sampler,
+            "n_trials": n_trials, "seeds": seeds, "test_examples": len(split.test), "default_sampler": StudyConfig.sampler,
             "teacher_reference": {k: reference[k] for k in ("teacher_macro_f1", "teacher_latency_ms", "teacher_size_mb")},
             "rows": rows, "summary": summary}
 
@@ -115,13 +120,14 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.samplers", description=__doc__.split(":", 1)[1].strip())
-    add_common_args(p, teacher_default=DEFAULT_TEACHER)
+    add_common_args(p, teacher_default=DEFAULT_TEACHER,
+                    quick_help="the study's --quick training and timing settings, and 1,000 of the test texts")
     p.add_argument("--student", default="teacher",
                    help="student to distil into, or 'teacher' to compress the teacher itself (no distillation: "
                         "the fastest trials; T and lambda are then not searched)")
     p.add_argument("--samplers", default="random,tpe,nsga2", help=f"comma-separated, of {', '.join(SAMPLERS)}")
     p.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler (at least 3 for the issue)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials per run (default: 12, or 8 with --quick)")
+    p.add_argument("--n-trials", type=int, default=None, help="trials per run (default: 20)")
     p.add_argument("--space", default="default", help="search space name or YAML file")
     args = p.parse_args(argv)
     from study.run import quiet_libraries
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--samplers: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(SAMPLERS)}")
         if args.seeds < 1:
             raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-        n_trials = args.n_trials or (8 if args.quick else 12)
+        n_trials = args.n_trials or 20
         if n_trials < 1:
             raise UserError(f"--n-trials must be at least 1, got {n_trials}")
         cfg = study_config(args, space=args.space)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import warnings
@@ -198,7 +199,7 @@ def _onnx_static(model: nn.Module, out: Path, config: QuantConfig, calibration: 
               "percentile": CalibrationMethod.Percentile}[config.calibration]
     fp32 = export_onnx(model, out / "model.fp32.onnx")
     path = out / "model.onnx"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # its calibrators print()
         warnings.simplefilter("ignore")
         quantize_static(str(fp32), str(path), reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=False,
