@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--teachers", default="scratch-base,scratch-large", help="comma-separated teachers")
     ab.add_argument("--repeats", type=int, default=1, help="seeds per cell (mean +- std reported)")
     ab.add_argument("--reference", type=Path, default=None,
-                    help="a reference table (e.g. ../shared/reference/paper_tables.csv) shown in its own columns")
+                    help="a reference table (e.g. ../shared/reference/paper_tables.csv) shown in its own columns "
+                         "(ablation), or whose best points the front's are set beside (report: front_vs_reference.md)")
     ab.add_argument("--from-study", default=None, help="take KD T and lambda from this pareto study's best trial")
     ab.add_argument("--temperature", type=float, default=4.0, help="KD temperature when not --from-study")
     ab.add_argument("--kd-lambda", type=float, default=0.5, help="KD weight when not --from-study")
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "minilm-l6, a local model folder or a Hugging Face hub id")
     p.add_argument("--students", default=None,
                    help="comma-separated students (zoo: scratch-medium, scratch-small, scratch-mini, scratch-tiny; "
-                        "presets: distilbert, distil-mbert, tinybert, bert-tiny; or folders/hub ids); default "
+                        "teacher-lN: N of the teacher's own layers; presets: distilbert, distil-mbert, tinybert, "
+                        "bert-tiny; or folders/hub ids); default "
                         f"{','.join(DEFAULT_STUDENTS)} for pareto, all four zoo students for the ablation")
     p.add_argument("--n-trials", type=int, default=20,
                    help="completed trials each pair study should hold; re-running resumes up to this total")
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow tracking URI (a sqlite store keeps artifacts in artifacts/ beside the database)")
     p.add_argument("--seed", type=int, default=42, help="base seed: data split, teacher, sampler; trial seed = "
                                                         "seed + trial number")
-    p.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler")
+    p.add_argument("--sampler", choices=SAMPLERS, default=StudyConfig.sampler,
+                   help="Optuna sampler: multi-objective TPE (10 random start-up trials), NSGA-II (population 10) or random")
     p.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
     p.add_argument("--threads", type=int, default=MeasureSettings.threads,
                    help="intra-op threads of the serving runtime while timing latency and throughput")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         from study.runner import run_pareto, run_report
 
         if cfg.objective == "report":
-            run_report(cfg, args.out)
+            run_report(cfg, args.out, args.reference)
             return 0
         if cfg.objective == "ablation":
             from study.ablation import DEFAULT_STUDENTS as ABLATION_STUDENTS, AblationSettings, run_ablation

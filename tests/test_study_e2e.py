@@ -109,7 +109,7 @@ def test_resume_keeps_the_sampler(two_trial_study, capsys):
     assert _run(two_trial_study, 3, "--sampler", "random") == 2
     assert "resume it with the same sampler" in capsys.readouterr().err
     study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
-    assert study.user_attrs["sampler"] == "nsga2"
+    assert study.user_attrs["sampler"] == "tpe"
 
 
 def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
@@ -122,6 +122,7 @@ def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
         (["--data", str(tmp_path / "missing.csv")], "does not exist"),
         (["--data", str(bad)], "no label column found"),
         (["--students", "no-such-student"], "unknown model 'no-such-student'"),
+        (["--students", "teacher-l9"], "teacher 'scratch-base' has 4"),
         (["--n-trials", "0"], "at least 1"),
         (["--space", "nope"], "search space 'nope' not found"),
     ):
@@ -130,3 +131,18 @@ def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err, err
     assert not storage.exists() and not tracking.exists() and not (tmp_path / "c").exists()
+
+
+def test_a_student_made_of_the_teachers_layers_runs_a_tracked_trial(tmp_path):
+    stores = {"storage": f"sqlite:///{tmp_path}/o.db", "tracking": f"sqlite:///{tmp_path}/m.db"}
+    assert main(["--objective", "pareto", "--n-trials", "1", "--quick", "--study-name", "layers", "--students",
+                 "teacher-l1", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
+                 "--cache-dir", str(tmp_path / "cache"), "--seed", "5", "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=stores["tracking"])
+    (run,) = client.search_runs([client.get_experiment_by_name("layers").experiment_id], "tags.role = 'trial'")
+    assert run.info.status == "FINISHED" and run.data.params["student"] == "teacher-l1"
+    assert run.data.tags["optuna.study_name"] == "layers.scratch-base.teacher-l1"
+    # one of the teacher's 4 layers: far fewer non-zero parameters than the teacher
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert run.data.metrics["nonzero_params"] < 0.8 * parent.data.metrics["teacher_nonzero_params"]
+    assert 0.0 <= run.data.metrics["macro_f1"] <= 1.0
