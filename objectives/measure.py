@@ -60,9 +60,10 @@ def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettin
 
     The first ``latency_examples`` test texts are each timed at batch size 1 in ``repeats`` passes: the
     reported latency is the median of all those calls, its IQR their spread (texts differ in length),
-    and the coefficient of variation that of the per-pass medians (how stable the measurement is); throughput times ``throughput_batches`` consecutive batches
-    of ``throughput_batch_size`` test texts, each padded to its longest text (or to
-    ``settings.fixed_length`` tokens when set).
+    and the coefficient of variation that of the per-pass medians (how stable the measurement is).
+    Throughput is the median over ``repeats`` passes over ``throughput_batches`` consecutive batches of
+    ``throughput_batch_size`` test texts, each padded to its longest text (or to ``settings.fixed_length``
+    tokens when set).
     """
     predictor.set_threads(settings.threads)
     n = min(settings.latency_examples, len(test))
@@ -138,13 +139,15 @@ def _timed_steady(call: Callable, singles: list, batches: list, batch_lengths: l
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
     for item in batches:  # warm-up at every batch shape
         call(item)
-    start = time.perf_counter()
-    for item in batches:
-        call(item)
-    elapsed = time.perf_counter() - start
+    rates = []  # examples per second of each timed pass over all the batches
+    for _ in range(settings.repeats):
+        start = time.perf_counter()
+        for item in batches:
+            call(item)
+        rates.append(sum(batch_lengths) / (time.perf_counter() - start))
     cv = statistics.pstdev(pass_medians) / statistics.fmean(pass_medians) if len(pass_medians) > 1 else 0.0
     return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1,
-                 throughput_per_s=sum(batch_lengths) / elapsed, batch_size=settings.throughput_batch_size,
+                 throughput_per_s=statistics.median(rates), batch_size=settings.throughput_batch_size,
                  threads=settings.threads, runtime=runtime, latency_cv=cv)
 
 
