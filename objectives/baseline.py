@@ -5,14 +5,12 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
-from sklearn.pipeline import make_pipeline, make_union
 
 from objectives.measure import Speed, measure_text_speed
 from study.config import MeasureSettings
 from study.data import DataSplit
+from study.tfidf import tfidf_pipeline
 from study.training import macro_f1
 
 
@@ -27,13 +25,6 @@ class BaselineResult:
         return {f"{prefix}macro_f1": self.macro_f1, f"{prefix}accuracy": self.accuracy,
                 f"{prefix}latency_ms": self.speed.latency_ms, f"{prefix}throughput_per_s": self.speed.throughput_per_s,
                 f"{prefix}size_mb": self.size_bytes / 1e6}
-
-
-def tfidf_pipeline(seed: int):
-    features = make_union(
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 4), min_df=2, sublinear_tf=True, max_features=200_000),
-        TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True, token_pattern=r"\S+"))
-    return make_pipeline(features, LogisticRegression(max_iter=2000, C=10.0, random_state=seed))
 
 
 def run_baseline(split: DataSplit, settings: MeasureSettings, seed: int) -> BaselineResult:

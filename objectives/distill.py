@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from study.errors import UserError
+from study.training import kd_loss
 
 
 @dataclass(frozen=True)
@@ -23,15 +23,6 @@ class DistillConfig:
             raise UserError(f"KD temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.kd_lambda <= 1.0:
             raise UserError(f"KD lambda must be in [0, 1], got {self.kd_lambda}")
-
-
-def kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float, kd_lambda: float) -> torch.Tensor:
-    """(1 - lambda) * CE(y, s) + lambda * T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean."""
-    ce = F.cross_entropy(student_logits, labels)
-    kl = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
-                  F.log_softmax(teacher_logits / temperature, dim=-1), reduction="batchmean", log_target=True)
-    return (1.0 - kd_lambda) * ce + kd_lambda * temperature**2 * kl
 
 
 def kd_loss_fn(teacher_train_logits: np.ndarray, config: DistillConfig):

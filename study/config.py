@@ -29,6 +29,7 @@ class TrainSettings:
     warmup_ratio: float = 0.06
     max_train_examples: int | None = None  # None: the whole training part
     mlm_epochs: int = 0  # masked-LM pre-training epochs of a scratch teacher on the training texts
+    baseline_kd_lambda: float = 0.0  # teacher loss weight of KD from the TF-IDF model's out-of-fold probabilities
 
 
 @dataclass(frozen=True)

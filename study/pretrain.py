@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from study.training import Encoded, bucketed_batches, train_threads
+from study.training import Encoded, bucketed_batches, step, train_threads
 
 
 def mlm_pretrain(model, tokenizer, texts: Encoded, *, epochs: int, learning_rate: float, batch_size: int,
@@ -37,14 +37,7 @@ def mlm_pretrain(model, tokenizer, texts: Encoded, *, epochs: int, learning_rate
         for index in bucketed_batches(texts, batch_size, rng):
             batch = collate([{"input_ids": texts.ids[i].tolist()} for i in index])
             loss = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"masked-LM loss became {loss.item()} in pre-training epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(mlm.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss))
+            losses.append(step(loss, mlm, optimizer, schedule, f"masked-LM pre-training epoch {epoch}"))
         log(f"[teacher] masked-LM pre-training epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}")
     missing, unexpected = model.bert.load_state_dict(mlm.bert.state_dict(), strict=False)
     if unexpected or any(not key.startswith("pooler.") for key in missing):

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-mlm-epochs", type=int, default=None,
                    help="masked-LM pre-training epochs of a scratch teacher on the training texts before "
                         f"fine-tuning (default {TrainSettings.mlm_epochs})")
+    p.add_argument("--teacher-baseline-kd", type=float, default=None, metavar="LAMBDA",
+                   help="fine-tune the teacher with KD (weight LAMBDA in [0, 1], T=1) towards the TF-IDF model's "
+                        f"out-of-fold probabilities on the training texts (default {TrainSettings.baseline_kd_lambda})")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
@@ -120,6 +123,10 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         if args.teacher_mlm_epochs < 0:
             raise UserError(f"--teacher-mlm-epochs must be 0 or more, got {args.teacher_mlm_epochs}")
         cfg = replace(cfg, train=replace(cfg.train, mlm_epochs=args.teacher_mlm_epochs))
+    if args.teacher_baseline_kd is not None:
+        if not 0.0 <= args.teacher_baseline_kd <= 1.0:
+            raise UserError(f"--teacher-baseline-kd must be in [0, 1], got {args.teacher_baseline_kd}")
+        cfg = replace(cfg, train=replace(cfg.train, baseline_kd_lambda=args.teacher_baseline_kd))
     return cfg
 
 

@@ -10,13 +10,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 
 from study.config import TrainSettings
 from study.data import DataSplit
 from study.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
 from study.pretrain import mlm_pretrain
-from study.training import encode, fit, macro_f1, torch_logits
+from study.tfidf import out_of_fold_logits
+from study.training import encode, fit, kd_loss, macro_f1, torch_logits
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,17 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
                             validation_macro_f1=meta["validation_macro_f1"], cache_key=key, from_cache=from_cache)
 
 
+def _teacher_loss(split: DataSplit, settings: TrainSettings, seed: int, log):
+    """Cross-entropy, or with ``baseline_kd_lambda`` > 0 the KD loss (T = 1) towards the TF-IDF model's
+    out-of-fold probabilities on the training texts (black-box KD from the stronger baseline)."""
+    lam = settings.baseline_kd_lambda
+    if lam <= 0:
+        return lambda logits, labels, _index: F.cross_entropy(logits, labels)
+    log(f"[teacher] soft labels: TF-IDF out-of-fold probabilities on the training texts (lambda {lam})")
+    soft = torch.from_numpy(out_of_fold_logits(split.train.texts, split.train.labels, seed))
+    return lambda logits, labels, index: kd_loss(logits, labels, soft[torch.from_numpy(index)], 1.0, lam)
+
+
 def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int, out: Path,
                    tokenizer_dir: Path | None, log, progress: bool) -> None:
     tokenizer = load_tokenizer(spec, tokenizer_dir)
@@ -107,8 +120,7 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
                                         batch_size=settings.batch_size, weight_decay=settings.weight_decay,
                                         warmup_ratio=settings.warmup_ratio, seed=seed, log=log)
     result = fit(model, train=train, train_labels=split.train.labels, validation=validation,
-                 validation_labels=split.validation.labels,
-                 loss_fn=lambda logits, labels, _index: F.cross_entropy(logits, labels),
+                 validation_labels=split.validation.labels, loss_fn=_teacher_loss(split, settings, seed, log),
                  settings=settings, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
                  on_epoch=lambda e, f1: log(f"[teacher] epoch {e}: validation macro-F1 {f1:.4f}"),
                  progress="teacher epochs" if progress else None)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from study.config import TrainSettings
@@ -114,8 +115,30 @@ def torch_logits(model, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.n
     return out
 
 
+def kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float, kd_lambda: float) -> torch.Tensor:
+    """(1 - lambda) * CE(y, s) + lambda * T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean."""
+    ce = F.cross_entropy(student_logits, labels)
+    kl = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
+                  F.log_softmax(teacher_logits / temperature, dim=-1), reduction="batchmean", log_target=True)
+    return (1.0 - kd_lambda) * ce + kd_lambda * temperature**2 * kl
+
+
 def macro_f1(labels: np.ndarray, predictions: np.ndarray) -> float:
     return float(f1_score(labels, predictions, average="macro", zero_division=0))
+
+
+def step(loss: torch.Tensor, model, optimizer, schedule, where: str) -> float:
+    """One optimizer step on ``loss`` (gradients clipped to norm 1); a NaN or infinite loss raises
+    FloatingPointError naming ``where``."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"training loss became {loss.item()} in {where}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    return loss.item()
 
 
 @dataclass(frozen=True)
@@ -160,14 +183,7 @@ def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded,
         for index in bucketed_batches(train, settings.batch_size, rng):
             ids, mask = pad_batch(train, index, pad_id)
             logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
-            loss = loss_fn(logits, labels_t[index], index)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss.item()} in epoch {epoch}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
+            step(loss_fn(logits, labels_t[index], index), model, optimizer, schedule, f"epoch {epoch}")
         f1 = macro_f1(validation_labels, torch_logits(model, validation, pad_id).argmax(axis=1))
         bar.update(1)
         bar.set_postfix(val_f1=f"{f1:.4f}")

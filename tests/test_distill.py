@@ -62,3 +62,27 @@ def test_config_rejects_bad_values():
         DistillConfig(temperature=0.0, kd_lambda=0.5)
     with pytest.raises(UserError):
         DistillConfig(temperature=2.0, kd_lambda=1.5)
+
+
+def test_teacher_can_learn_from_the_tfidf_models_out_of_fold_probabilities(demo_split, tmp_path):
+    import numpy as np
+
+    from study.config import TrainSettings
+    from study.models import ZOO
+    from study.teacher import prepare_teacher, teacher_cache_key
+    from study.tfidf import out_of_fold_logits
+    from study.training import macro_f1
+
+    logits = out_of_fold_logits(demo_split.train.texts, demo_split.train.labels, seed=0)
+    assert logits.shape == (len(demo_split.train), len(demo_split.label_names))
+    assert np.allclose(np.exp(logits).sum(axis=1), 1.0, atol=1e-3)
+    assert macro_f1(demo_split.train.labels, logits.argmax(axis=1)) > 0.5  # better than chance on unseen folds
+
+    plain = TrainSettings(max_epochs=2, patience=1, max_length=32)
+    guided = TrainSettings(max_epochs=2, patience=1, max_length=32, baseline_kd_lambda=0.5)
+    spec = ZOO["scratch-tiny"]
+    assert teacher_cache_key(spec, demo_split, plain, 0) != teacher_cache_key(spec, demo_split, guided, 0)
+    lines = []
+    teacher = prepare_teacher(spec, demo_split, guided, tmp_path, seed=0, log=lines.append)
+    assert any("out-of-fold" in line for line in lines)
+    assert teacher.train_logits.shape == logits.shape and 0.0 <= teacher.validation_macro_f1 <= 1.0
