@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from study.config import StudyConfig, quick_overrides
 from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
 from study.demo import demo_corpus
+from study.errors import EXIT_USER_ERROR, UserError
 
 
 def add_common_args(p: argparse.ArgumentParser, teacher_default: str,
@@ -46,3 +49,20 @@ def write_json(path: Path | None, result: dict) -> None:
     if path is not None:
         path.write_text(json.dumps(result, indent=2, default=float))
         print(f"wrote {path}")
+
+
+def names(text: str) -> list[str]:
+    """The comma-separated names of a flag value, blanks dropped."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def finish(compute: Callable[[], dict], table: Callable[[dict], str], json_out: Path | None) -> int:
+    """Run a benchmark: print its table and write its JSON, or print a UserError and return exit code 2."""
+    try:
+        result = compute()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(table(result))
+    write_json(json_out, result)
+    return 0

@@ -11,12 +11,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import add_common_args, data_path, load_split, study_config, write_json
+from benchmarks.common import add_common_args, data_path, finish, load_split, names, study_config
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import SCHEMES, QuantConfig, SchemeUnavailable
 from objectives.trial import calibration_batches, serve_and_measure
 from study.config import DEFAULT_TEACHER, StudyConfig
-from study.errors import EXIT_USER_ERROR, UserError
+from study.errors import UserError
 from study.models import resolve_model
 from study.progress import say
 from study.teacher import prepare_teacher
@@ -103,22 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     from study.run import quiet_libraries
 
     quiet_libraries()
-    data = data_path(args)
-    try:
+
+    def compute() -> dict:
         cfg = study_config(args)
         cfg = replace(cfg, measure=replace(cfg.measure, fixed_length=args.fixed_length))
-        kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+        kinds, schemes = names(args.kinds), names(args.schemes)
         unknown = [k for k in kinds if k not in PRUNERS] + [s for s in schemes if s not in SCHEMES]
         if unknown:
             raise UserError(f"unknown pruning kind or scheme: {', '.join(unknown)}")
-        result = run(cfg, data, args.ratio, kinds, schemes)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print(table(result))
-    write_json(args.json_out, result)
-    return 0
+        return run(cfg, data_path(args), args.ratio, kinds, schemes)
+
+    return finish(compute, table, args.json_out)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,14 @@ from types import MappingProxyType
 import numpy as np
 import optuna
 
-from benchmarks.common import add_common_args, data_path, load_split, study_config, write_json
+from benchmarks.common import add_common_args, data_path, finish, load_split, names, study_config
 from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective
 from search_spaces import load_space
 from study.config import DEFAULT_TEACHER, SAMPLERS, StudyConfig
 from study.context import TrialContext
 from study.data import limit_part
-from study.errors import EXIT_USER_ERROR, UserError
+from study.errors import UserError
 from study.models import check_loadable, check_student_fits, resolve_model
 from study.progress import say
 from study.runner import make_sampler, measure_reference
@@ -126,31 +126,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="student to distil into, or 'teacher' to compress the teacher itself (no distillation: "
                         "the fastest trials; T and lambda are then not searched)")
     p.add_argument("--samplers", default="random,tpe,nsga2", help=f"comma-separated, of {', '.join(SAMPLERS)}")
-    p.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler (at least 3 for the issue)")
-    p.add_argument("--n-trials", type=int, default=None, help="trials per run (default: 20)")
+    p.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler")
+    p.add_argument("--n-trials", type=int, default=20, help="trials per run")
     p.add_argument("--space", default="default", help="search space name or YAML file")
     args = p.parse_args(argv)
     from study.run import quiet_libraries
 
     quiet_libraries()
-    try:
-        samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
+
+    def compute() -> dict:
+        samplers = names(args.samplers)
         unknown = [s for s in samplers if s not in SAMPLERS]
         if unknown or not samplers:
             raise UserError(f"--samplers: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(SAMPLERS)}")
         if args.seeds < 1:
             raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-        n_trials = args.n_trials or 20
-        if n_trials < 1:
-            raise UserError(f"--n-trials must be at least 1, got {n_trials}")
+        if args.n_trials < 1:
+            raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
         cfg = study_config(args, space=args.space)
-        result = run(cfg, data_path(args), args.student, samplers, [1000 + i for i in range(args.seeds)], n_trials)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    print(table(result))
-    write_json(args.json_out, result)
-    return 0
+        return run(cfg, data_path(args), args.student, samplers, [1000 + i for i in range(args.seeds)], args.n_trials)
+
+    return finish(compute, table, args.json_out)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import add_common_args, data_path, study_config, write_json
+from benchmarks.common import add_common_args, data_path, finish, names, study_config
 from study.config import DEFAULT_STUDENTS, DEFAULT_TEACHER
-from study.errors import EXIT_USER_ERROR, UserError
+from study.errors import UserError
 from study.progress import say
 
 STAGES = ("distil", "prune", "quantize", "evaluate", "measure")
@@ -70,23 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     from study.run import quiet_libraries
 
     quiet_libraries()
-    try:
+
+    def compute() -> dict:
         if args.n_trials < 1:
             raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
-        students = tuple(s.strip() for s in args.students.split(",") if s.strip())
+        students = tuple(names(args.students))
         results = []
         for quick in ((True,) if args.quick else (True, False)):
             say(f"[bench] {'quick' if quick else 'full'} setting: {args.n_trials} trial(s) per pair ...")
             results.append(measure_setting(args, quick, args.n_trials, students))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    facts = machine_facts()
-    result = {"teacher": args.teacher, "students": list(students), "settings": results,
-              "machine": f"{facts['cpu']} ({facts['cpu_count']} cores)", "machine_facts": facts}
-    print(table(result))
-    write_json(args.json_out, result)
-    return 0
+        facts = machine_facts()
+        return {"teacher": args.teacher, "students": list(students), "settings": results,
+                "machine": f"{facts['cpu']} ({facts['cpu_count']} cores)", "machine_facts": facts}
+
+    return finish(compute, table, args.json_out)
 
 
 if __name__ == "__main__":
