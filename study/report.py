@@ -173,7 +173,7 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
             front_frame(pareto_trials([t for s in merged for t in completed(s)])).to_csv(csv, index=False)
             files = [path, csv]
             if reference is not None:
-                files.append(_write_comparison([t for s in merged for t in completed(s)], reference,
+                files.append(_write_comparison(pareto_trials([t for s in merged for t in completed(s)]), reference,
                                                folder / "front_vs_reference.md"))
             report_run = tracker.report_run(experiment.experiment_id, study_name)
             for path in files:
