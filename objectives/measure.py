@@ -120,11 +120,14 @@ def _timed(call: Callable, singles: list, batches: list, batch_lengths: list[int
 
 def _timed_steady(call: Callable, singles: list, batches: list, batch_lengths: list[int], settings: MeasureSettings,
                   runtime: str) -> Speed:
-    # Warm-up: ``settings.warmup`` calls, then one untimed pass over every timed input, so that each
-    # input shape has been seen once (runtimes build and cache kernels per shape on first sight; timing
-    # those first calls made the first pass, and the first model timed in a process, look slower).
-    for i in range(settings.warmup):
+    # Warm-up: at least ``settings.warmup`` calls and ``settings.warmup_seconds`` of them (the CPU and the
+    # allocator settle), then one untimed pass over every timed input, so that each input shape has been
+    # seen once (runtimes build and cache kernels per shape on first sight; timing those first calls made
+    # the first pass, and the first model timed in a process, look slower).
+    start, i = time.perf_counter(), 0
+    while i < settings.warmup or time.perf_counter() - start < settings.warmup_seconds:
         call(singles[i % len(singles)])
+        i += 1
     for item in singles:
         call(item)
     times, pass_medians = [], []

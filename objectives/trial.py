@@ -112,7 +112,7 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     tags = {"runtime": servable.runtime, "quantizes": servable.quantizes,
             "latency_protocol": f"median of {ctx.measure.repeats} passes x {ctx.measure.latency_examples} batch-1 "
                                 f"calls on test texts, {speed.threads} intra-op thread(s) (also all cores), "
-                                f"{ctx.measure.warmup} warm-up calls + one untimed pass; "
+                                f">= {ctx.measure.warmup} warm-up calls over >= {ctx.measure.warmup_seconds} s + one untimed pass; "
                                 f"throughput at batch {speed.batch_size}, dynamic padding"}
     return TrialOutcome(values=(quality.macro_f1, speed.latency_ms, size_mb), params=params, metrics=metrics,
                         tags=tags, artifact_dir=out, timings=timings, predictions=quality.predictions)

@@ -38,6 +38,7 @@ class MeasureSettings:
 
     threads: int = 1  # intra-op threads of the serving runtime during timing
     warmup: int = 10  # untimed calls before timing, then one untimed pass over every timed input
+    warmup_seconds: float = 1.0  # ... and the warm-up calls last at least this long
     latency_examples: int = 100  # test texts timed one by one at batch 1, in order
     repeats: int = 5  # timed passes over those texts (the CV across passes is reported)
     throughput_batch_size: int = 32
@@ -107,7 +108,7 @@ class StudyConfig:
 def quick_overrides(cfg: StudyConfig) -> StudyConfig:
     """Shrink training and measurement so a few-trial study runs in minutes on 2 CPU cores."""
     train = replace(cfg.train, max_epochs=3, patience=2, max_length=64, max_train_examples=3000)
-    measure = replace(cfg.measure, warmup=10, latency_examples=40, repeats=5, throughput_batches=4)
+    measure = replace(cfg.measure, warmup=10, warmup_seconds=0.25, latency_examples=40, repeats=5, throughput_batches=4)
     return replace(cfg, train=train, measure=measure)
 
 

@@ -33,7 +33,8 @@ def test_fixed_length_pads_every_input(trained_tiny, demo_split):
 def test_text_models_share_the_protocol():
     calls = []
     speed = measure_text_speed(lambda texts: calls.append(len(texts)), tuple(f"t{i}" for i in range(100)),
-                               MeasureSettings(warmup=3, latency_examples=20, repeats=2, throughput_batches=2),
+                               MeasureSettings(warmup=3, warmup_seconds=0.0, latency_examples=20, repeats=2,
+                                               throughput_batches=2),
                                "scikit-learn")
     # 3 warm-up calls + one untimed pass over the 20 texts + 2 timed passes; the 2 batches once untimed, then
     # in 2 timed passes
