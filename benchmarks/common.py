@@ -10,20 +10,23 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from study.config import StudyConfig, quick_overrides
+from study.config import DEFAULT_TEACHER, StudyConfig, quick_overrides
 from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
 from study.demo import demo_corpus
 from study.errors import EXIT_USER_ERROR, UserError
 
 
-def add_common_args(p: argparse.ArgumentParser, teacher_default: str,
-                    quick_help: str = "the study's --quick training and timing settings") -> None:
+def benchmark_parser(prog: str, doc: str,
+                     quick_help: str = "the study's --quick training and timing settings") -> argparse.ArgumentParser:
+    """A benchmark's parser with the flags every benchmark has (its description: ``doc`` after the first colon)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split(":", 1)[1].strip())
     p.add_argument("--data", type=Path, default=None, help="corpus (default: $STUDY_DATA, else the synthetic demo)")
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--json-out", type=Path, default=None, help="write the results as JSON here")
-    p.add_argument("--teacher", default=teacher_default, help=f"teacher model (default: {teacher_default})")
+    p.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher model (default: {DEFAULT_TEACHER})")
     p.add_argument("--seed", type=int, default=42, help="data split and teacher seed")
     p.add_argument("--cache-dir", type=Path, default=None, help="teacher cache (default: the study's)")
+    return p
 
 
 def data_path(args: argparse.Namespace) -> Path | None:
@@ -57,7 +60,11 @@ def names(text: str) -> list[str]:
 
 
 def finish(compute: Callable[[], dict], table: Callable[[dict], str], json_out: Path | None) -> int:
-    """Run a benchmark: print its table and write its JSON, or print a UserError and return exit code 2."""
+    """Run a benchmark (libraries quieted): print its table and write its JSON, or print a UserError and
+    return exit code 2."""
+    from study.run import quiet_libraries
+
+    quiet_libraries()
     try:
         result = compute()
     except UserError as exc:

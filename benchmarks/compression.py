@@ -3,7 +3,6 @@ teacher, measured with the one protocol in one process, as ratios against that t
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -11,11 +10,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import add_common_args, data_path, finish, load_split, names, study_config
+from benchmarks.common import benchmark_parser, data_path, finish, load_split, names, study_config
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import SCHEMES, QuantConfig, SchemeUnavailable
 from objectives.trial import calibration_batches, serve_and_measure
-from study.config import DEFAULT_TEACHER, StudyConfig
+from study.config import StudyConfig
 from study.errors import UserError
 from study.models import resolve_model
 from study.progress import say
@@ -92,17 +91,13 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.compression", description=__doc__.split(":", 1)[1].strip())
-    add_common_args(p, teacher_default=DEFAULT_TEACHER)
+    p = benchmark_parser("python -m benchmarks.compression", __doc__)
     p.add_argument("--ratio", type=float, default=0.5, help="pruning ratio for every pruning kind")
     p.add_argument("--kinds", default="none," + ",".join(k for k in PRUNERS if k != "none"))
     p.add_argument("--schemes", default=",".join(SCHEMES))
     p.add_argument("--fixed-length", type=int, default=None,
                    help="time every input padded to this many tokens (default: the test texts' real lengths)")
     args = p.parse_args(argv)
-    from study.run import quiet_libraries
-
-    quiet_libraries()
 
     def compute() -> dict:
         cfg = study_config(args)

@@ -3,7 +3,6 @@ compared by the hypervolume of the Pareto front each finds (one reference point 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -15,11 +14,11 @@ from types import MappingProxyType
 import numpy as np
 import optuna
 
-from benchmarks.common import add_common_args, data_path, finish, load_split, names, study_config
+from benchmarks.common import benchmark_parser, data_path, finish, load_split, names, study_config
 from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective
 from search_spaces import load_space
-from study.config import DEFAULT_TEACHER, SAMPLERS, StudyConfig
+from study.config import SAMPLERS, StudyConfig
 from study.context import TrialContext
 from study.data import limit_part
 from study.errors import UserError
@@ -119,9 +118,8 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.samplers", description=__doc__.split(":", 1)[1].strip())
-    add_common_args(p, teacher_default=DEFAULT_TEACHER,
-                    quick_help="the study's --quick training and timing settings, and 1,000 of the test texts")
+    p = benchmark_parser("python -m benchmarks.samplers", __doc__,
+                         quick_help="the study's --quick training and timing settings, and 1,000 of the test texts")
     p.add_argument("--student", default="teacher",
                    help="student to distil into, or 'teacher' to compress the teacher itself (no distillation: "
                         "the fastest trials; T and lambda are then not searched)")
@@ -130,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-trials", type=int, default=20, help="trials per run")
     p.add_argument("--space", default="default", help="search space name or YAML file")
     args = p.parse_args(argv)
-    from study.run import quiet_libraries
-
-    quiet_libraries()
 
     def compute() -> dict:
         samplers = names(args.samplers)

@@ -9,8 +9,8 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import add_common_args, data_path, finish, names, study_config
-from study.config import DEFAULT_STUDENTS, DEFAULT_TEACHER
+from benchmarks.common import benchmark_parser, data_path, finish, names, study_config
+from study.config import DEFAULT_STUDENTS
 from study.errors import UserError
 from study.progress import say
 
@@ -60,16 +60,12 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split(":", 1)[1].strip())
-    add_common_args(p, teacher_default=DEFAULT_TEACHER,
-                    quick_help="measure the quick setting only (default: the quick and the full setting)")
+    p = benchmark_parser("python -m benchmarks.throughput", __doc__,
+                         quick_help="measure the quick setting only (default: the quick and the full setting)")
     p.add_argument("--n-trials", type=int, default=3, help="trials per teacher/student pair and setting")
     p.add_argument("--students", default=",".join(DEFAULT_STUDENTS), help="comma-separated students")
     args = p.parse_args(argv)
     from objectives.measure import machine_facts
-    from study.run import quiet_libraries
-
-    quiet_libraries()
 
     def compute() -> dict:
         if args.n_trials < 1:
