@@ -58,12 +58,13 @@ def evaluate(predictor, test: Encoded, labels: np.ndarray, pad_id: int, batch_si
 def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettings) -> Speed:
     """Batch-1 latency over real test texts (their own lengths) and batch throughput, after warm-up.
 
-    The first ``latency_examples`` test texts are each timed at batch size 1 in ``repeats`` passes: the
-    reported latency is the median of all those calls, its IQR their spread (texts differ in length),
-    and the coefficient of variation that of the per-pass medians (how stable the measurement is).
-    Throughput is the median over ``repeats`` passes over ``throughput_batches`` consecutive batches of
-    ``throughput_batch_size`` test texts, each padded to its longest text (or to ``settings.fixed_length``
-    tokens when set).
+    The first ``latency_examples`` test texts are each timed at batch size 1 in ``repeats`` passes (a pass
+    sweeps over them as often as it takes to last ``min_pass_seconds``): the reported latency is the
+    median of all those calls, its IQR their spread (texts differ in length), and the coefficient of
+    variation that of the per-pass medians (how stable the measurement is). Throughput is the median over
+    ``repeats`` passes (again at least ``min_pass_seconds`` each) over ``throughput_batches`` consecutive
+    batches of ``throughput_batch_size`` test texts, each padded to its longest text (or to
+    ``settings.fixed_length`` tokens when set).
     """
     predictor.set_threads(settings.threads)
     n = min(settings.latency_examples, len(test))
@@ -130,24 +131,30 @@ def _timed_steady(call: Callable, singles: list, batches: list, batch_lengths: l
         i += 1
     for item in singles:
         call(item)
+    # A timed pass is one or more whole sweeps over the inputs, until it lasts ``min_pass_seconds``: with a
+    # fast model one sweep takes a few tens of ms, and a disturbance that long (another process's time
+    # slice) moved a whole pass's median (CV up to 15% here for sub-millisecond models).
     times, pass_medians = [], []
     for _ in range(settings.repeats):
-        this_pass = []
-        for item in singles:
-            start = time.perf_counter()
-            call(item)
-            this_pass.append((time.perf_counter() - start) * 1000.0)
+        this_pass, pass_start = [], time.perf_counter()
+        while not this_pass or time.perf_counter() - pass_start < settings.min_pass_seconds:
+            for item in singles:
+                start = time.perf_counter()
+                call(item)
+                this_pass.append((time.perf_counter() - start) * 1000.0)
         times.extend(this_pass)
         pass_medians.append(statistics.median(this_pass))
     q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
     for item in batches:  # warm-up at every batch shape
         call(item)
-    rates = []  # examples per second of each timed pass over all the batches
+    rates = []  # examples per second of each timed pass (whole sweeps over all the batches)
     for _ in range(settings.repeats):
-        start = time.perf_counter()
-        for item in batches:
-            call(item)
-        rates.append(sum(batch_lengths) / (time.perf_counter() - start))
+        examples, start = 0, time.perf_counter()
+        while examples == 0 or time.perf_counter() - start < settings.min_pass_seconds:
+            for item in batches:
+                call(item)
+            examples += sum(batch_lengths)
+        rates.append(examples / (time.perf_counter() - start))
     cv = statistics.pstdev(pass_medians) / statistics.fmean(pass_medians) if len(pass_medians) > 1 else 0.0
     return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1,
                  throughput_per_s=statistics.median(rates), batch_size=settings.throughput_batch_size,

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
-                          MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
+                          SCRATCH_BASELINE_KD, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
 from study.errors import EXIT_USER_ERROR, UserError
 
 OBJECTIVES = ("pareto", "report", "ablation")
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"fine-tuning (default {TrainSettings.mlm_epochs})")
     p.add_argument("--teacher-baseline-kd", type=float, default=None, metavar="LAMBDA",
                    help="fine-tune the teacher with KD (weight LAMBDA in [0, 1], T=1) towards the TF-IDF model's "
-                        f"out-of-fold probabilities on the training texts (default {TrainSettings.baseline_kd_lambda})")
+                        "out-of-fold probabilities on the training texts; 0 turns it off (default "
+                        f"{SCRATCH_BASELINE_KD} for a teacher trained from scratch, 0 for a pretrained checkpoint)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")

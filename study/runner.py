@@ -245,7 +245,8 @@ def helper_main(cfg: StudyConfig, reference: dict[str, float], index: int) -> No
 def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
     return {"teacher": ctx.teacher.name, "student": ctx.student.name, "seed": str(cfg.seed),
             "sampler": cfg.sampler, "quick": str(cfg.quick), "search_space": ctx.space.source,
-            "threads": str(cfg.measure.threads), **ctx.data_facts}
+            "threads": str(cfg.measure.threads), "teacher_baseline_kd": str(ctx.teacher.kd_from_baseline),
+            **ctx.data_facts}
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:

@@ -6,14 +6,14 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study.config import TrainSettings
+from study.config import SCRATCH_BASELINE_KD, TrainSettings
 from study.data import DataSplit
 from study.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
 from study.pretrain import mlm_pretrain
@@ -32,6 +32,7 @@ class TeacherArtifacts:
     validation_macro_f1: float
     cache_key: str
     from_cache: bool
+    kd_from_baseline: float = 0.0  # the weight of KD from the TF-IDF model it was trained with
 
     @property
     def model_dir(self) -> Path:
@@ -75,9 +76,18 @@ def teacher_cache_key(spec: ModelSpec, split: DataSplit, settings: TrainSettings
                    str(len(split.validation)), str(len(split.test)), json.dumps(asdict(settings), sort_keys=True))
 
 
+def teacher_settings(spec: ModelSpec, settings: TrainSettings) -> TrainSettings:
+    """``settings`` with the teacher's defaults filled in: KD from the TF-IDF model (weight
+    ``SCRATCH_BASELINE_KD``) for a teacher trained from scratch, none for a pretrained checkpoint."""
+    if settings.baseline_kd_lambda is not None:
+        return settings
+    return replace(settings, baseline_kd_lambda=SCRATCH_BASELINE_KD if spec.from_scratch else 0.0)
+
+
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
                     log=print, progress: bool = False) -> TeacherArtifacts:
-    """Load the cached teacher for this key, or fine-tune it (cross-entropy) and cache it."""
+    """Load the cached teacher for this key, or fine-tune it and cache it."""
+    settings = teacher_settings(spec, settings)
     key = teacher_cache_key(spec, split, settings, seed)
     final = cache_dir / "teachers" / f"{spec.name}-{key}"
     from_cache = (final / "meta.json").exists()
@@ -92,14 +102,15 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
     logits = np.load(final / "logits.npz")
     return TeacherArtifacts(name=spec.name, directory=final, train_logits=logits["train"],
                             validation_logits=logits["validation"],
-                            validation_macro_f1=meta["validation_macro_f1"], cache_key=key, from_cache=from_cache)
+                            validation_macro_f1=meta["validation_macro_f1"], cache_key=key, from_cache=from_cache,
+                            kd_from_baseline=settings.baseline_kd_lambda)
 
 
 def _teacher_loss(split: DataSplit, settings: TrainSettings, seed: int, log):
     """Cross-entropy, or with ``baseline_kd_lambda`` > 0 the KD loss (T = 1) towards the TF-IDF model's
     out-of-fold probabilities on the training texts (black-box KD from the stronger baseline)."""
     lam = settings.baseline_kd_lambda
-    if lam <= 0:
+    if not lam:
         return lambda logits, labels, _index: F.cross_entropy(logits, labels)
     log(f"[teacher] soft labels: TF-IDF out-of-fold probabilities on the training texts (lambda {lam})")
     soft = torch.from_numpy(out_of_fold_logits(split.train.texts, split.train.labels, seed))

@@ -68,8 +68,8 @@ def test_teacher_can_learn_from_the_tfidf_models_out_of_fold_probabilities(demo_
     import numpy as np
 
     from study.config import TrainSettings
-    from study.models import ZOO
-    from study.teacher import prepare_teacher, teacher_cache_key
+    from study.models import PRESETS, ZOO
+    from study.teacher import prepare_teacher, teacher_cache_key, teacher_settings
     from study.tfidf import out_of_fold_logits
     from study.training import macro_f1
 
@@ -78,10 +78,14 @@ def test_teacher_can_learn_from_the_tfidf_models_out_of_fold_probabilities(demo_
     assert np.allclose(np.exp(logits).sum(axis=1), 1.0, atol=1e-3)
     assert macro_f1(demo_split.train.labels, logits.argmax(axis=1)) > 0.5  # better than chance on unseen folds
 
-    plain = TrainSettings(max_epochs=2, patience=1, max_length=32)
+    plain = TrainSettings(max_epochs=2, patience=1, max_length=32, baseline_kd_lambda=0.0)
     guided = TrainSettings(max_epochs=2, patience=1, max_length=32, baseline_kd_lambda=0.5)
     spec = ZOO["scratch-tiny"]
     assert teacher_cache_key(spec, demo_split, plain, 0) != teacher_cache_key(spec, demo_split, guided, 0)
+    # the default (None) is that KD for a scratch teacher and none for a pretrained checkpoint
+    default = TrainSettings(max_epochs=2, patience=1, max_length=32)
+    assert teacher_settings(spec, default) == guided and teacher_settings(PRESETS["banglabert"], default) == plain
+    assert teacher_settings(spec, plain) == plain
     lines = []
     teacher = prepare_teacher(spec, demo_split, guided, tmp_path, seed=0, log=lines.append)
     assert any("out-of-fold" in line for line in lines)

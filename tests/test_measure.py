@@ -34,12 +34,31 @@ def test_text_models_share_the_protocol():
     calls = []
     speed = measure_text_speed(lambda texts: calls.append(len(texts)), tuple(f"t{i}" for i in range(100)),
                                MeasureSettings(warmup=3, warmup_seconds=0.0, latency_examples=20, repeats=2,
-                                               throughput_batches=2),
+                                               throughput_batches=2, min_pass_seconds=0.0),
                                "scikit-learn")
     # 3 warm-up calls + one untimed pass over the 20 texts + 2 timed passes; the 2 batches once untimed, then
     # in 2 timed passes
     assert calls.count(1) == 3 + 20 + 2 * 20 and calls.count(32) == 2 + 2 * 2
     assert speed.runtime == "scikit-learn" and speed.latency_ms >= 0 and speed.threads == 1
+
+
+def test_a_timed_pass_lasts_at_least_min_pass_seconds_in_whole_sweeps():
+    import time
+
+    calls = []
+
+    def predict(texts):
+        calls.append(len(texts))
+        time.sleep(0.002)
+
+    settings = MeasureSettings(warmup=1, warmup_seconds=0.0, latency_examples=5, repeats=2, throughput_batches=1,
+                               min_pass_seconds=0.05)
+    speed = measure_text_speed(predict, tuple(f"t{i}" for i in range(40)), settings, "scikit-learn")
+    timed_singles = calls.count(1) - 1 - 5  # minus the warm-up call and the untimed pass
+    # a sweep over the 5 texts takes >= 10 ms, so each 50 ms pass needs >= 5 whole sweeps (and no partial one)
+    assert timed_singles % 5 == 0 and timed_singles >= 2 * 5 * 5
+    assert calls.count(32) - 1 >= 2 * 5 * 0.5  # >= 50 ms of 2-ms batches per pass, over 2 passes
+    assert 2.0 <= speed.latency_ms < 20.0 and 32 / 0.02 < speed.throughput_per_s <= 32 / 0.002
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
