@@ -53,7 +53,7 @@ def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], sch
                            nonzero_params=nonzero_parameters(model) if scheme != "torch_dynamic_int8" else None)
                 rows.append(row)
                 say(f"[bench] {kind:>15} x {scheme:<18} macro-F1 {row['macro_f1']:.4f}  "
-                    f"{row['latency_ms']:.3f} ms (cv {row['latency_cv']:.1%})  "
+                    f"{row['latency_ms']:.3f} ms (cv {row['latency_cv']:.1%}, {row['measure_attempts']:.0f} attempt(s))  "
                     f"{row['throughput_per_s_allcores']:.0f}/s  {row['size_mb']:.2f} MB")
     base = next(r for r in rows if r["prune_kind"] == "none" and r["scheme"] == "none")
     for r in rows:
@@ -66,7 +66,8 @@ def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], sch
         r["size_ratio"] = base["size_mb"] / r["size_mb"]
         r["compressed_size_ratio"] = base["size_compressed_mb"] / r["size_compressed_mb"]
     return {"teacher": spec.name, "data": corpus.source, "data_sha256": corpus.sha256, "test_examples": len(split.test),
-            "threads": cfg.measure.threads, "all_cores": os.cpu_count(), "throughput_batch_size":
+            "threads": cfg.measure.threads, "all_cores": os.cpu_count(), "max_cv": cfg.measure.max_cv,
+            "max_attempts": cfg.measure.max_attempts, "throughput_batch_size":
             cfg.measure.throughput_batch_size, "prune_ratio": ratio, "rows": rows}
 
 
@@ -84,7 +85,9 @@ def table(result: dict) -> str:
                      f"{r['latency_cv']:6.1%} {r['speedup_batch1']:7.2f}x {r['throughput_ratio']:5.2f}x "
                      f"{r['size_ratio']:6.2f}x {r['compressed_size_ratio']:5.2f}x")
     lines.append(f"Ratios against the fp32 teacher (no pruning, PyTorch) measured in this run on {result['test_examples']}"
-                 f" test texts: speedup = batch-1 median latency at {result['threads']} thread(s); thr x = throughput"
+                 f" test texts: CV = pass-to-pass, of the steadiest of up to {result['max_attempts']} measurements (retaken "
+                 f"while above {result['max_cv']:.0%}); speedup = batch-1 median "
+                 f"latency at {result['threads']} thread(s); thr x = throughput"
                  f" at batch {result['throughput_batch_size']} on all {result['all_cores']} cores; size x = artifact"
                  " bytes; zip x = deflate-compressed artifact bytes.")
     return "\n".join(lines)

@@ -47,6 +47,8 @@ class MeasureSettings:
     latency_examples: int = 100  # test texts timed one by one at batch 1, in order
     repeats: int = 5  # timed passes over those texts (the CV across passes is reported)
     min_pass_seconds: float = 0.5  # a timed pass repeats whole sweeps over its inputs until it lasts this long
+    max_cv: float = 0.10  # a measurement whose pass-to-pass CV exceeds this is taken again ...
+    max_attempts: int = 3  # ... up to this many times in all; the steadiest attempt is reported
     throughput_batch_size: int = 32
     throughput_batches: int = 10
     fixed_length: int | None = None  # pad every timed input to this many tokens (None: real lengths)

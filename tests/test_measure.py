@@ -20,7 +20,33 @@ def test_speed_reports_spread_and_is_bounded(trained_tiny, demo_split):
     assert 0 <= speed.latency_cv < 1.0
     metrics = speed.as_metrics(suffix="_allcores")
     assert set(metrics) == {"latency_ms_allcores", "latency_iqr_ms_allcores", "latency_cv_allcores",
-                            "throughput_per_s_allcores"}
+                            "throughput_per_s_allcores", "measure_attempts_allcores"}
+    assert 1 <= speed.attempts <= settings.max_attempts
+
+
+def test_an_unsteady_measurement_is_taken_again_and_the_steadiest_reported():
+    import itertools
+    import time
+
+    # every call of the first attempt's timed passes gets slower (pass medians 1, 2, 3 ms: CV ~41%), the
+    # second attempt is steady (1 ms each)
+    delays = itertools.chain([0.0] * (1 + 5), [0.001] * 5, [0.002] * 5, [0.003] * 5, [0.0] * 2 * 2,
+                             [0.0] * (1 + 5), itertools.repeat(0.001))
+
+    def predict(texts):
+        delay = next(delays)
+        if delay:
+            time.sleep(delay)
+
+    settings = MeasureSettings(warmup=1, warmup_seconds=0.0, latency_examples=5, repeats=3, throughput_batches=1,
+                               min_pass_seconds=0.0, max_cv=0.2, max_attempts=3)
+    speed = measure_text_speed(predict, tuple(f"t{i}" for i in range(40)), settings, "scikit-learn")
+    assert speed.attempts == 2 and speed.latency_cv <= 0.2 and 1.0 <= speed.latency_ms < 1.8
+    once = MeasureSettings(warmup=1, warmup_seconds=0.0, latency_examples=5, repeats=3, throughput_batches=1,
+                           min_pass_seconds=0.0, max_cv=0.2, max_attempts=1)
+    delays = itertools.chain([0.0] * 6, [0.001] * 5, [0.002] * 5, [0.003] * 5, itertools.repeat(0.0))
+    unsteady = measure_text_speed(predict, tuple(f"t{i}" for i in range(40)), once, "scikit-learn")
+    assert unsteady.attempts == 1 and unsteady.latency_cv > 0.3  # reported as measured, not hidden
 
 
 def test_fixed_length_pads_every_input(trained_tiny, demo_split):
