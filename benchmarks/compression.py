@@ -22,6 +22,9 @@ from study.teacher import prepare_teacher
 from study.training import encode
 
 
+TIMED = ("latency_ms", "latency_ms_allcores", "throughput_per_s_allcores")  # the ratios' inputs
+
+
 def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], schemes: list[str]) -> dict:
     corpus, split = load_split(cfg, data)
     spec = resolve_model(cfg.teacher)
@@ -32,43 +35,56 @@ def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], sch
     fp32 = AutoModelForSequenceClassification.from_pretrained(str(teacher.model_dir)).eval()
     calibration = calibration_batches(encode(tokenizer, split.train.texts, cfg.train.max_length),
                                       tokenizer.pad_token_id)
-    rows = []
+    rows, references = [], []
     with tempfile.TemporaryDirectory() as tmp:
+        def measure(kind: str, scheme: str, name: str) -> dict:
+            model = copy.deepcopy(fp32)
+            row = {"prune_kind": kind, "prune_ratio": 0.0 if kind == "none" else ratio, "scheme": scheme}
+            try:
+                report = prune(model, PruneConfig(kind if kind != "none" else "l1_unstructured",
+                                                  0.0 if kind == "none" else ratio))
+                served = serve_and_measure(model, tokenizer, QuantConfig(scheme), Path(tmp) / name, split,
+                                           cfg.train.max_length, cfg.measure, calibration=calibration)
+            except SchemeUnavailable as exc:
+                row["unavailable"] = str(exc)
+                say(f"[bench] {kind:>15} x {scheme:<18} unavailable: {exc}")
+                return row
+            row.update(served.metrics())
+            row.update(runtime=served.servable.runtime, sparsity=report.sparsity,
+                       nonzero_params=nonzero_parameters(model) if scheme != "torch_dynamic_int8" else None)
+            say(f"[bench] {kind:>15} x {scheme:<18} macro-F1 {row['macro_f1']:.4f}  "
+                f"{row['latency_ms']:.3f} ms (cv {row['latency_cv']:.1%}, {row['measure_attempts']:.0f} attempt(s))  "
+                f"{row['throughput_per_s_allcores']:.0f}/s  {row['size_mb']:.2f} MB")
+            return row
+
         for kind in kinds:
+            # The fp32 teacher is timed again right before each pruning kind's rows, and their speed ratios
+            # are taken against that timing: over a long process PyTorch eager slows down (measured here: the
+            # teacher 4.4 ms first, 4.9 ms after 24 other models), so a reference from minutes before is stale.
+            own = kind == "none" and schemes[:1] == ["none"]  # the first row is the teacher itself
+            reference = None if own else measure("none", "none", f"reference-before-{kind}")
             for scheme in schemes:
-                model = copy.deepcopy(fp32)
-                row = {"prune_kind": kind, "prune_ratio": 0.0 if kind == "none" else ratio, "scheme": scheme}
-                try:
-                    report = prune(model, PruneConfig(kind if kind != "none" else "l1_unstructured",
-                                                      0.0 if kind == "none" else ratio))
-                    served = serve_and_measure(model, tokenizer, QuantConfig(scheme), Path(tmp) / f"{kind}-{scheme}",
-                                               split, cfg.train.max_length, cfg.measure, calibration=calibration)
-                except SchemeUnavailable as exc:
-                    row["unavailable"] = str(exc)
-                    say(f"[bench] {kind:>15} x {scheme:<18} unavailable: {exc}")
-                    rows.append(row)
-                    continue
-                row.update(served.metrics())
-                row.update(runtime=served.servable.runtime, sparsity=report.sparsity,
-                           nonzero_params=nonzero_parameters(model) if scheme != "torch_dynamic_int8" else None)
+                row = measure(kind, scheme, f"{kind}-{scheme}")
+                if reference is None:
+                    reference = row
+                if "unavailable" not in row:
+                    row.update({f"reference_{k}": reference[k] for k in TIMED})
                 rows.append(row)
-                say(f"[bench] {kind:>15} x {scheme:<18} macro-F1 {row['macro_f1']:.4f}  "
-                    f"{row['latency_ms']:.3f} ms (cv {row['latency_cv']:.1%}, {row['measure_attempts']:.0f} attempt(s))  "
-                    f"{row['throughput_per_s_allcores']:.0f}/s  {row['size_mb']:.2f} MB")
-    base = next(r for r in rows if r["prune_kind"] == "none" and r["scheme"] == "none")
+            references.append({"before": kind, **{k: reference[k] for k in ("macro_f1", "size_mb", "size_compressed_mb", *TIMED)}})
+    base = references[0]  # quality and bytes do not drift: every row is compared with the first reference
     for r in rows:
         if "unavailable" in r:
             continue
         r["macro_f1_delta"] = r["macro_f1"] - base["macro_f1"]
-        r["speedup_batch1"] = base["latency_ms"] / r["latency_ms"]
-        r["speedup_batch1_allcores"] = base["latency_ms_allcores"] / r["latency_ms_allcores"]
-        r["throughput_ratio"] = r["throughput_per_s_allcores"] / base["throughput_per_s_allcores"]
+        r["speedup_batch1"] = r["reference_latency_ms"] / r["latency_ms"]
+        r["speedup_batch1_allcores"] = r["reference_latency_ms_allcores"] / r["latency_ms_allcores"]
+        r["throughput_ratio"] = r["throughput_per_s_allcores"] / r["reference_throughput_per_s_allcores"]
         r["size_ratio"] = base["size_mb"] / r["size_mb"]
         r["compressed_size_ratio"] = base["size_compressed_mb"] / r["size_compressed_mb"]
     return {"teacher": spec.name, "data": corpus.source, "data_sha256": corpus.sha256, "test_examples": len(split.test),
             "threads": cfg.measure.threads, "all_cores": os.cpu_count(), "max_cv": cfg.measure.max_cv,
-            "max_attempts": cfg.measure.max_attempts, "throughput_batch_size":
-            cfg.measure.throughput_batch_size, "prune_ratio": ratio, "rows": rows}
+            "max_attempts": cfg.measure.max_attempts, "throughput_batch_size": cfg.measure.throughput_batch_size,
+            "prune_ratio": ratio, "references": references, "rows": rows}
 
 
 def table(result: dict) -> str:
@@ -84,8 +100,12 @@ def table(result: dict) -> str:
                      f"{r['macro_f1_delta']:+7.4f} {r['latency_ms']:8.3f} {r['latency_iqr_ms']:6.3f} "
                      f"{r['latency_cv']:6.1%} {r['speedup_batch1']:7.2f}x {r['throughput_ratio']:5.2f}x "
                      f"{r['size_ratio']:6.2f}x {r['compressed_size_ratio']:5.2f}x")
+    lines.append("The fp32 teacher timed before each pruning kind's rows (ms at batch 1 / examples per s at batch "
+                 f"{result['throughput_batch_size']}): " + ", ".join(
+                     f"{r['before']} {r['latency_ms']:.3f} / {r['throughput_per_s_allcores']:.0f}"
+                     for r in result["references"]))
     lines.append(f"Ratios against the fp32 teacher (no pruning, PyTorch) measured in this run on {result['test_examples']}"
-                 f" test texts: CV = pass-to-pass, of the steadiest of up to {result['max_attempts']} measurements (retaken "
+                 " test texts (speed: against its timing just before that pruning kind's rows); CV = pass-to-pass, of the steadiest of up to {result['max_attempts']} measurements (retaken "
                  f"while above {result['max_cv']:.0%}); speedup = batch-1 median "
                  f"latency at {result['threads']} thread(s); thr x = throughput"
                  f" at batch {result['throughput_batch_size']} on all {result['all_cores']} cores; size x = artifact"

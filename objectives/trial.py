@@ -111,8 +111,11 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
                "pruned_sparsity": report.sparsity, **distilled, **timings}
     tags = {"runtime": servable.runtime, "quantizes": servable.quantizes,
             "latency_protocol": f"median of {ctx.measure.repeats} passes (each >= {ctx.measure.min_pass_seconds} s "
-                                f"of whole sweeps) over {ctx.measure.latency_examples} batch-1 calls on test texts, {speed.threads} intra-op thread(s) (also all cores), "
-                                f">= {ctx.measure.warmup} warm-up calls over >= {ctx.measure.warmup_seconds} s + one untimed pass; "
+                                f"of whole sweeps) over {ctx.measure.latency_examples} batch-1 calls on test texts, "
+                                f"{speed.threads} intra-op thread(s) (also all cores), "
+                                f">= {ctx.measure.warmup} warm-up calls over >= {ctx.measure.warmup_seconds} s "
+                                f"+ one untimed pass, retaken while the CV > {ctx.measure.max_cv:.0%} "
+                                f"(<= {ctx.measure.max_attempts} attempts); "
                                 f"throughput at batch {speed.batch_size}, dynamic padding"}
     return TrialOutcome(values=(quality.macro_f1, speed.latency_ms, size_mb), params=params, metrics=metrics,
                         tags=tags, artifact_dir=out, timings=timings, predictions=quality.predictions)

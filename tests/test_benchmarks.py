@@ -73,4 +73,10 @@ def test_compression_benchmark_rows_are_ratios_against_the_fp32_teacher(tmp_path
     pruned = rows[("heads_ffn", "none")]
     assert pruned["nonzero_params"] < base["nonzero_params"]
     assert 0 <= base["latency_cv"] < 1.0
+    # the teacher is timed again before the heads_ffn rows, and their speed ratios use that timing
+    references = json.loads(out.read_text())["references"]
+    assert [r["before"] for r in references] == ["none", "heads_ffn"]
+    assert references[0]["latency_ms"] == base["latency_ms"] and references[1]["macro_f1"] == base["macro_f1"]
+    assert pruned["reference_latency_ms"] == references[1]["latency_ms"]
+    assert pruned["speedup_batch1"] == references[1]["latency_ms"] / pruned["latency_ms"]
     assert "speedup" in capsys.readouterr().out
