@@ -105,7 +105,8 @@ def table(result: dict) -> str:
                      f"{r['before']} {r['latency_ms']:.3f} / {r['throughput_per_s_allcores']:.0f}"
                      for r in result["references"]))
     lines.append(f"Ratios against the fp32 teacher (no pruning, PyTorch) measured in this run on {result['test_examples']}"
-                 " test texts (speed: against its timing just before that pruning kind's rows); CV = pass-to-pass, of the steadiest of up to {result['max_attempts']} measurements (retaken "
+                 " test texts (speed: against its timing just before that pruning kind's rows); "
+                 f"CV = pass-to-pass, of the steadiest of up to {result['max_attempts']} measurements (retaken "
                  f"while above {result['max_cv']:.0%}); speedup = batch-1 median "
                  f"latency at {result['threads']} thread(s); thr x = throughput"
                  f" at batch {result['throughput_batch_size']} on all {result['all_cores']} cores; size x = artifact"
