@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +58,26 @@ def write_json(path: Path | None, result: dict) -> None:
 def names(text: str) -> list[str]:
     """The comma-separated names of a flag value, blanks dropped."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` run in a new Python process (spawned, libraries quieted), its result returned.
+
+    Timings taken late in a long process are not comparable with early ones (measured here: PyTorch eager
+    batch-1 latency drifts slower after a few dozen models), so a benchmark runs each unit whose numbers
+    are compared (a sampler's run, a pruning kind's rows) in a process of its own, with its own reference.
+    """
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_quiet_child) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _quiet_child() -> None:
+    from study.run import quiet_libraries
+
+    quiet_libraries()
 
 
 def finish(compute: Callable[[], dict], table: Callable[[dict], str], json_out: Path | None) -> int:

@@ -14,7 +14,7 @@ from types import MappingProxyType
 import numpy as np
 import optuna
 
-from benchmarks.common import benchmark_parser, data_path, finish, load_split, names, study_config
+from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_process, load_split, names, study_config
 from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective
 from search_spaces import load_space
@@ -49,8 +49,8 @@ def hypervolume(points: list[tuple[float, float, float]], teacher: dict[str, flo
     return float(compute_hypervolume(inside, reference, assume_pareto=False))
 
 
-def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[str], seeds: list[int],
-        n_trials: int) -> dict:
+def _prepare(cfg: StudyConfig, data: Path | None, student_name: str):
+    """The checked specs, the search space, the corpus, the split and the (cached) teacher of a run."""
     teacher_spec = resolve_model(cfg.teacher)
     student = None if student_name == "teacher" else resolve_model(student_name)
     for spec in (teacher_spec, student):
@@ -64,40 +64,50 @@ def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[s
         space = space.pinned(**UNUSED_WITHOUT_STUDENT)
     corpus, split = load_split(cfg, data)
     teacher = prepare_teacher(teacher_spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+    return teacher_spec, student, space, corpus, split, teacher
+
+
+def one_run(cfg: StudyConfig, data: Path | None, student_name: str, sampler: str, seed: int, n_trials: int) -> dict:
+    """One sampler's study at one seed, with the fp32 teacher measured first in the same process; the
+    hypervolume is taken against that measurement."""
+    _, student, space, _, split, teacher = _prepare(cfg, data, student_name)
     if cfg.quick:  # every trial scores the test part: a stratified subset keeps quick runs short
         split = replace(split, test=limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed))
-    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-samplers-") as tmp:
         workdir = Path(tmp)
         reference = measure_reference(teacher, split, cfg, workdir)
-        say(f"[bench] fp32 teacher {teacher_spec.name}: macro-F1 {reference['teacher_macro_f1']:.4f}, "
-            f"{reference['teacher_latency_ms']:.2f} ms at batch 1, {reference['teacher_size_mb']:.2f} MB")
+        reference = {k: reference[k] for k in ("teacher_macro_f1", "teacher_latency_ms", "teacher_size_mb")}
         ctx = TrialContext(
             study_name="bench-samplers", split=split, teacher=teacher, student=student,
             scratch_tokenizer_dir=scratch_tokenizer(split, cfg.cache_dir) if student and student.from_scratch else None,
             space=space, train=cfg.train, measure=cfg.measure, seed=cfg.seed, workdir=workdir,
             data_facts=MappingProxyType({}))
-        for name in samplers:
-            for seed in seeds:
-                study = optuna.create_study(directions=list(DIRECTIONS), sampler=make_sampler(name, seed))
-                start = time.perf_counter()
-                study.optimize(lambda trial: list(objective(trial, ctx).values), n_trials=n_trials,
-                               catch=(SchemeUnavailable,))
-                done = [t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-                hv = hypervolume([tuple(v) for v in done], reference)
-                rows.append({"sampler": name, "seed": seed, "hypervolume": hv, "completed": len(done),
-                             "failed": n_trials - len(done), "front_size": len(study.best_trials),
-                             "seconds": time.perf_counter() - start,
-                             "best_macro_f1": max((v[0] for v in done), default=float("nan"))})
-                say(f"[bench] {name:<6} seed {seed}: hypervolume {hv:.4f} ({len(done)}/{n_trials} trials, "
-                    f"front {len(study.best_trials)}, {rows[-1]['seconds']:.0f}s)")
+        study = optuna.create_study(directions=list(DIRECTIONS), sampler=make_sampler(sampler, seed))
+        start = time.perf_counter()
+        study.optimize(lambda trial: list(objective(trial, ctx).values), n_trials=n_trials, catch=(SchemeUnavailable,))
+        seconds = time.perf_counter() - start
+    done = [t.values for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    hv = hypervolume([tuple(v) for v in done], reference)
+    say(f"[bench] {sampler:<6} seed {seed}: hypervolume {hv:.4f} ({len(done)}/{n_trials} trials, front "
+        f"{len(study.best_trials)}, {seconds:.0f}s; teacher {reference['teacher_latency_ms']:.2f} ms)")
+    return {"sampler": sampler, "seed": seed, "hypervolume": hv, "completed": len(done),
+            "failed": n_trials - len(done), "front_size": len(study.best_trials), "seconds": seconds,
+            "best_macro_f1": max((v[0] for v in done), default=float("nan")), "teacher_reference": reference}
+
+
+def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[str], seeds: list[int],
+        n_trials: int) -> dict:
+    """Every sampler at every seed, each run in a fresh process (see ``in_fresh_process``)."""
+    teacher_spec, _, _, corpus, split, _ = _prepare(cfg, data, student_name)  # checks input, trains the teacher once
+    test_examples = len(limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed)) if cfg.quick else len(split.test)
+    rows = [in_fresh_process(one_run, cfg, data, student_name, name, seed, n_trials)
+            for name in samplers for seed in seeds]
     summary = {}
     for name in samplers:
         values = [r["hypervolume"] for r in rows if r["sampler"] == name]
         summary[name] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "runs": len(values)}
     return {"teacher": teacher_spec.name, "student": student_name, "data": corpus.source, "quick": cfg.quick,
-            "n_trials": n_trials, "seeds": seeds, "test_examples": len(split.test), "default_sampler": StudyConfig.sampler,
-            "teacher_reference": {k: reference[k] for k in ("teacher_macro_f1", "teacher_latency_ms", "teacher_size_mb")},
+            "n_trials": n_trials, "seeds": seeds, "test_examples": test_examples, "default_sampler": StudyConfig.sampler,
             "rows": rows, "summary": summary}
 
 
@@ -113,7 +123,8 @@ def table(result: dict) -> str:
         verdict = "beats" if gain > 0 else "does NOT beat"
         lines.append(f"The default sampler ({default}) {verdict} random: mean hypervolume {gain:+.4f}.")
     lines.append(f"{result['n_trials']} trials per run, teacher {result['teacher']}, student {result['student']}; "
-                 "hypervolume of (-macro-F1, latency/teacher, size/teacher) against the reference point (0, 1, 1).")
+                 "hypervolume of (-macro-F1, latency/teacher, size/teacher) against the reference point (0, 1, 1); "
+                 "each run in a fresh process, against the fp32 teacher measured first in that process.")
     return "\n".join(lines)
 
 
