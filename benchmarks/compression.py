@@ -1,5 +1,5 @@
 """``python -m benchmarks.compression``: every pruning kind x quantization scheme applied to the fp32
-teacher, measured with the one protocol in one process, as ratios against that teacher."""
+teacher, measured with the one protocol, as ratios against that teacher timed in the same process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import benchmark_parser, data_path, finish, load_split, names, study_config
+from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_process, load_split, names, study_config
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import SCHEMES, QuantConfig, SchemeUnavailable
 from objectives.trial import calibration_batches, serve_and_measure
@@ -25,17 +25,19 @@ from study.training import encode
 TIMED = ("latency_ms", "latency_ms_allcores", "throughput_per_s_allcores")  # the ratios' inputs
 
 
-def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], schemes: list[str]) -> dict:
-    corpus, split = load_split(cfg, data)
-    spec = resolve_model(cfg.teacher)
-    teacher = prepare_teacher(spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+def kind_rows(cfg: StudyConfig, data: Path | None, ratio: float, kind: str, schemes: list[str]) -> tuple[dict, list[dict]]:
+    """One pruning kind's rows, and the fp32 teacher timed first in the same process (their reference).
+
+    With kind ``none`` and scheme ``none`` first, the first row is the teacher itself.
+    """
+    _, split = load_split(cfg, data)
+    teacher = prepare_teacher(resolve_model(cfg.teacher), split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(teacher.tokenizer_dir))
     fp32 = AutoModelForSequenceClassification.from_pretrained(str(teacher.model_dir)).eval()
     calibration = calibration_batches(encode(tokenizer, split.train.texts, cfg.train.max_length),
                                       tokenizer.pad_token_id)
-    rows, references = [], []
     with tempfile.TemporaryDirectory() as tmp:
         def measure(kind: str, scheme: str, name: str) -> dict:
             model = copy.deepcopy(fp32)
@@ -57,20 +59,32 @@ def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], sch
                 f"{row['throughput_per_s_allcores']:.0f}/s  {row['size_mb']:.2f} MB")
             return row
 
-        for kind in kinds:
-            # The fp32 teacher is timed again right before each pruning kind's rows, and their speed ratios
-            # are taken against that timing: over a long process PyTorch eager slows down (measured here: the
-            # teacher 4.4 ms first, 4.9 ms after 24 other models), so a reference from minutes before is stale.
-            own = kind == "none" and schemes[:1] == ["none"]  # the first row is the teacher itself
-            reference = None if own else measure("none", "none", f"reference-before-{kind}")
-            for scheme in schemes:
-                row = measure(kind, scheme, f"{kind}-{scheme}")
-                if reference is None:
-                    reference = row
-                if "unavailable" not in row:
-                    row.update({f"reference_{k}": reference[k] for k in TIMED})
-                rows.append(row)
-            references.append({"before": kind, **{k: reference[k] for k in ("macro_f1", "size_mb", "size_compressed_mb", *TIMED)}})
+        own = kind == "none" and schemes[:1] == ["none"]
+        reference = None if own else measure("none", "none", "reference")
+        rows = []
+        for scheme in schemes:
+            row = measure(kind, scheme, f"{kind}-{scheme}")
+            if reference is None:
+                reference = row
+            if "unavailable" not in row:
+                row.update({f"reference_{k}": reference[k] for k in TIMED})
+            rows.append(row)
+    return {"before": kind, **{k: reference[k] for k in ("macro_f1", "size_mb", "size_compressed_mb", *TIMED)}}, rows
+
+
+def run(cfg: StudyConfig, data: Path | None, ratio: float, kinds: list[str], schemes: list[str]) -> dict:
+    """Every pruning kind's rows, each kind in a fresh process that times the fp32 teacher first: PyTorch
+    eager slows down over a long process (measured here: a 50% head+FFN-pruned model 2.5 ms at batch 1
+    when timed first, 3.5 ms after 24 other models), so timings from far apart in one process do not
+    compare (see ``in_fresh_process``)."""
+    corpus, split = load_split(cfg, data)
+    spec = resolve_model(cfg.teacher)
+    prepare_teacher(spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)  # trained once, before the kinds
+    rows, references = [], []
+    for kind in kinds:
+        reference, kind_result = in_fresh_process(kind_rows, cfg, data, ratio, kind, schemes)
+        references.append(reference)
+        rows.extend(kind_result)
     base = references[0]  # quality and bytes do not drift: every row is compared with the first reference
     for r in rows:
         if "unavailable" in r:
@@ -100,12 +114,12 @@ def table(result: dict) -> str:
                      f"{r['macro_f1_delta']:+7.4f} {r['latency_ms']:8.3f} {r['latency_iqr_ms']:6.3f} "
                      f"{r['latency_cv']:6.1%} {r['speedup_batch1']:7.2f}x {r['throughput_ratio']:5.2f}x "
                      f"{r['size_ratio']:6.2f}x {r['compressed_size_ratio']:5.2f}x")
-    lines.append("The fp32 teacher timed before each pruning kind's rows (ms at batch 1 / examples per s at batch "
+    lines.append("The fp32 teacher timed first in each pruning kind's process (ms at batch 1 / examples per s at batch "
                  f"{result['throughput_batch_size']}): " + ", ".join(
                      f"{r['before']} {r['latency_ms']:.3f} / {r['throughput_per_s_allcores']:.0f}"
                      for r in result["references"]))
     lines.append(f"Ratios against the fp32 teacher (no pruning, PyTorch) measured in this run on {result['test_examples']}"
-                 " test texts (speed: against its timing just before that pruning kind's rows); "
+                 " test texts (speed: against its timing in that pruning kind's process); "
                  f"CV = pass-to-pass, of the steadiest of up to {result['max_attempts']} measurements (retaken "
                  f"while above {result['max_cv']:.0%}); speedup = batch-1 median "
                  f"latency at {result['threads']} thread(s); thr x = throughput"

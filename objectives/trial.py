@@ -70,7 +70,7 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         tokenizer = AutoTokenizer.from_pretrained(str(ctx.teacher.tokenizer_dir))
         model = AutoModelForSequenceClassification.from_pretrained(str(ctx.teacher.model_dir)).eval()
         train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
-        distilled = {"validation_macro_f1": ctx.teacher.validation_macro_f1}
+        distilled = {"validation_macro_f1": ctx.teacher.network_f1}  # its network, not its TF-IDF member
     else:  # distil
         if ctx.student.from_teacher:  # the teacher's own layers: its tokenizer and weights
             from transformers import AutoTokenizer

@@ -35,6 +35,10 @@ class TrainSettings:
     # teacher loss weight of KD from the TF-IDF model's out-of-fold probabilities; None: SCRATCH_BASELINE_KD for
     # a teacher trained from scratch (measured: +4.6 macro-F1 points on UBMEC), 0 for a pretrained checkpoint
     baseline_kd_lambda: float | None = None
+    # weight of the TF-IDF model's probabilities averaged into the teacher's (the teacher becomes a two-model
+    # ensemble for KD); None: chosen on validation macro-F1 for a teacher trained from scratch, 0 for a
+    # pretrained checkpoint
+    tfidf_member_weight: float | None = None
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune the teacher with KD (weight LAMBDA in [0, 1], T=1) towards the TF-IDF model's "
                         "out-of-fold probabilities on the training texts; 0 turns it off (default "
                         f"{SCRATCH_BASELINE_KD} for a teacher trained from scratch, 0 for a pretrained checkpoint)")
+    p.add_argument("--teacher-tfidf-weight", type=float, default=None, metavar="W",
+                   help="make the teacher a two-model ensemble: its network's probabilities averaged with the "
+                        "TF-IDF model's (weight W in [0, 1]); students learn from the ensemble, trials compress and "
+                        "time the network; 0 turns it off (default: W chosen on validation macro-F1 for a teacher "
+                        "trained from scratch, 0 for a pretrained checkpoint)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
@@ -128,6 +133,10 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         if not 0.0 <= args.teacher_baseline_kd <= 1.0:
             raise UserError(f"--teacher-baseline-kd must be in [0, 1], got {args.teacher_baseline_kd}")
         cfg = replace(cfg, train=replace(cfg.train, baseline_kd_lambda=args.teacher_baseline_kd))
+    if args.teacher_tfidf_weight is not None:
+        if not 0.0 <= args.teacher_tfidf_weight <= 1.0:
+            raise UserError(f"--teacher-tfidf-weight must be in [0, 1], got {args.teacher_tfidf_weight}")
+        cfg = replace(cfg, train=replace(cfg.train, tfidf_member_weight=args.teacher_tfidf_weight))
     return cfg
 
 

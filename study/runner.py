@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -31,7 +32,7 @@ from study.stores import check_reachable
 from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
 from study.models import ModelSpec, check_loadable, check_student_fits, resolve_model
 from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
-from study.training import set_compute_threads
+from study.training import encode, macro_f1, set_compute_threads, torch_logits
 from study.callbacks import TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
 
@@ -132,7 +133,12 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def measure_reference(teacher: TeacherArtifacts, split: DataSplit, cfg: StudyConfig, workdir: Path) -> dict[str, float]:
-    """The fp32 teacher measured with the trials' protocol, in this process (for honest ratios)."""
+    """The fp32 teacher measured with the trials' protocol, in this process (for honest ratios).
+
+    Speed and size are its network's (fp32, PyTorch): the one model that trials compress. Macro-F1 and
+    accuracy are the teacher's as a whole (with its TF-IDF member, if it has one: what students learn
+    from); ``teacher_network_*`` are the network's alone.
+    """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(teacher.tokenizer_dir))
@@ -140,8 +146,17 @@ def measure_reference(teacher: TeacherArtifacts, split: DataSplit, cfg: StudyCon
     served = serve_and_measure(model, tokenizer, "none", workdir / "teacher-reference", split, cfg.train.max_length,
                                cfg.measure)
     metrics = {f"teacher_{k}": v for k, v in served.metrics().items()}
+    metrics["teacher_network_macro_f1"] = served.quality.macro_f1
+    metrics["teacher_network_accuracy"] = served.quality.accuracy
+    metrics["teacher_tfidf_weight"] = teacher.tfidf_weight
+    if teacher.tfidf_weight:
+        test = encode(tokenizer, split.test.texts, cfg.train.max_length)
+        predictions = teacher.blend(torch_logits(model, test, tokenizer.pad_token_id), split.test.texts).argmax(axis=1)
+        metrics["teacher_macro_f1"] = macro_f1(split.test.labels, predictions)
+        metrics["teacher_accuracy"] = float(np.mean(predictions == split.test.labels))
     metrics["teacher_nonzero_params"] = float(nonzero_parameters(model))
     metrics["teacher_validation_macro_f1"] = teacher.validation_macro_f1
+    metrics["teacher_network_validation_macro_f1"] = teacher.network_f1
     return metrics
 
 
@@ -161,9 +176,11 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     fronts = {}
     try:
         reference = measure_reference(teacher, prep.split, cfg, workdir)
-        say(f"[teacher] {prep.teacher.name} fp32 (PyTorch, {cfg.measure.threads} thread(s)): test macro-F1 "
-            f"{reference['teacher_macro_f1']:.4f}, {reference['teacher_latency_ms']:.2f} ms/example at batch 1, "
-            f"{reference['teacher_size_mb']:.2f} MB")
+        member = (f" with its TF-IDF member (weight {teacher.tfidf_weight:g}; network alone "
+                  f"{reference['teacher_network_macro_f1']:.4f})" if teacher.tfidf_weight else "")
+        say(f"[teacher] {prep.teacher.name}: test macro-F1 {reference['teacher_macro_f1']:.4f}{member}; its network "
+            f"fp32 (PyTorch, {cfg.measure.threads} thread(s)) {reference['teacher_latency_ms']:.2f} ms/example at "
+            f"batch 1, {reference['teacher_size_mb']:.2f} MB")
         baseline = run_baseline(prep.split, cfg.measure, cfg.seed)
         reference.update(baseline.as_metrics())
         say(f"[baseline] TF-IDF + logistic regression (scikit-learn): test macro-F1 {baseline.macro_f1:.4f}, "
@@ -249,6 +266,7 @@ def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
     return {"teacher": ctx.teacher.name, "student": ctx.student.name, "seed": str(cfg.seed),
             "sampler": cfg.sampler, "quick": str(cfg.quick), "search_space": ctx.space.source,
             "threads": str(cfg.measure.threads), "teacher_baseline_kd": str(ctx.teacher.kd_from_baseline),
+            "teacher_tfidf_weight": str(ctx.teacher.tfidf_weight),
             **ctx.data_facts}
 
 

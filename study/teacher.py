@@ -1,9 +1,11 @@
-"""Fine-tune a teacher once per (teacher, data, seed, settings) and cache it with its logits."""
+"""Fine-tune a teacher once per (teacher, data, seed, settings) and cache it with its logits (and its
+TF-IDF member, when the teacher is a two-model ensemble)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -12,18 +14,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 
 from study.config import SCRATCH_BASELINE_KD, TrainSettings
 from study.data import DataSplit
 from study.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
 from study.pretrain import mlm_pretrain
-from study.tfidf import out_of_fold_logits
+from study.tfidf import out_of_fold_logits, tfidf_pipeline
 from study.training import encode, fit, kd_loss, macro_f1, torch_logits
+
+
+MEMBER_WEIGHTS = tuple(i / 10 for i in range(11))  # the TF-IDF member weights tried on validation
 
 
 @dataclass(frozen=True)
 class TeacherArtifacts:
-    """A trained teacher on disk and its cached logits on the train and validation parts."""
+    """A trained teacher on disk and its cached logits on the train and validation parts.
+
+    The teacher is its network, or with ``tfidf_weight`` > 0 a two-model ensemble: the network's
+    probabilities averaged with the TF-IDF model's (weight ``tfidf_weight``). The logits and
+    ``validation_macro_f1`` are the teacher's as a whole (what students learn from); the network alone is
+    the fp32 model that is compressed and timed.
+    """
 
     name: str
     directory: Path  # model/ and tokenizer/ inside
@@ -33,6 +45,9 @@ class TeacherArtifacts:
     cache_key: str
     from_cache: bool
     kd_from_baseline: float = 0.0  # the weight of KD from the TF-IDF model it was trained with
+    network_validation_macro_f1: float | None = None  # None: the same as validation_macro_f1
+    tfidf_weight: float = 0.0  # of the TF-IDF member; 0: the teacher is its network alone
+    member_dir: Path | None = None  # the TF-IDF member (tfidf.pkl, member.json), when there is one
 
     @property
     def model_dir(self) -> Path:
@@ -41,6 +56,25 @@ class TeacherArtifacts:
     @property
     def tokenizer_dir(self) -> Path:
         return self.directory / "tokenizer"
+
+    @property
+    def network_f1(self) -> float:
+        """Validation macro-F1 of the network alone."""
+        return self.validation_macro_f1 if self.network_validation_macro_f1 is None else self.network_validation_macro_f1
+
+    def blend(self, network_logits: np.ndarray, texts) -> np.ndarray:
+        """The teacher's log-probabilities on ``texts``, given its network's logits on them."""
+        if not self.tfidf_weight:
+            return network_logits
+        with open(self.member_dir / "tfidf.pkl", "rb") as f:
+            member = pickle.load(f)
+        return mix_log_probabilities(network_logits, member.predict_proba(list(texts)), self.tfidf_weight)
+
+
+def mix_log_probabilities(network_logits: np.ndarray, tfidf_proba: np.ndarray, weight: float) -> np.ndarray:
+    """log((1 - weight) * softmax(network_logits) + weight * tfidf_proba)."""
+    mixed = (1.0 - weight) * softmax(network_logits, axis=1) + weight * tfidf_proba
+    return np.log(np.clip(mixed, 1e-6, 1.0)).astype(np.float32)
 
 
 def _digest(*parts: str) -> str:
@@ -72,16 +106,21 @@ def scratch_tokenizer(split: DataSplit, cache_dir: Path) -> Path:
 
 
 def teacher_cache_key(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int) -> str:
+    """The network's key; the TF-IDF member is cached inside the network's folder, under its own weight."""
+    network = {k: v for k, v in asdict(settings).items() if k != "tfidf_member_weight"}
     return _digest("teacher-v2", spec.key(), split.corpus_sha256, str(seed), str(len(split.train)),
-                   str(len(split.validation)), str(len(split.test)), json.dumps(asdict(settings), sort_keys=True))
+                   str(len(split.validation)), str(len(split.test)), json.dumps(network, sort_keys=True))
 
 
 def teacher_settings(spec: ModelSpec, settings: TrainSettings) -> TrainSettings:
     """``settings`` with the teacher's defaults filled in: KD from the TF-IDF model (weight
-    ``SCRATCH_BASELINE_KD``) for a teacher trained from scratch, none for a pretrained checkpoint."""
-    if settings.baseline_kd_lambda is not None:
-        return settings
-    return replace(settings, baseline_kd_lambda=SCRATCH_BASELINE_KD if spec.from_scratch else 0.0)
+    ``SCRATCH_BASELINE_KD``) and a TF-IDF member (weight chosen on validation: None stays) for a teacher
+    trained from scratch; neither for a pretrained checkpoint."""
+    if settings.baseline_kd_lambda is None:
+        settings = replace(settings, baseline_kd_lambda=SCRATCH_BASELINE_KD if spec.from_scratch else 0.0)
+    if settings.tfidf_member_weight is None and not spec.from_scratch:
+        settings = replace(settings, tfidf_member_weight=0.0)
+    return settings
 
 
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
@@ -100,10 +139,56 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
         log(f"[teacher] reusing cached {spec.name} from {final}")
     meta = json.loads((final / "meta.json").read_text())
     logits = np.load(final / "logits.npz")
-    return TeacherArtifacts(name=spec.name, directory=final, train_logits=logits["train"],
-                            validation_logits=logits["validation"],
-                            validation_macro_f1=meta["validation_macro_f1"], cache_key=key, from_cache=from_cache,
-                            kd_from_baseline=settings.baseline_kd_lambda)
+    network = TeacherArtifacts(name=spec.name, directory=final, train_logits=logits["train"],
+                               validation_logits=logits["validation"],
+                               validation_macro_f1=meta["validation_macro_f1"], cache_key=key, from_cache=from_cache,
+                               kd_from_baseline=settings.baseline_kd_lambda)
+    if settings.tfidf_member_weight == 0.0:
+        return network
+    member_dir = tfidf_member(network, split, settings.tfidf_member_weight, seed, log)
+    member = json.loads((member_dir / "member.json").read_text())
+    blended = np.load(member_dir / "logits.npz")
+    return replace(network, train_logits=blended["train"], validation_logits=blended["validation"],
+                   validation_macro_f1=member["validation_macro_f1"],
+                   network_validation_macro_f1=network.validation_macro_f1, tfidf_weight=member["weight"],
+                   member_dir=member_dir)
+
+
+def tfidf_member(network: TeacherArtifacts, split: DataSplit, weight: float | None, seed: int, log=print) -> Path:
+    """The cached TF-IDF member of ``network``'s ensemble, fitted on the training texts, with its weight
+    (``weight``, or None: the one of ``MEMBER_WEIGHTS`` with the best validation macro-F1) and the
+    ensemble's logits: on the training texts from the member's out-of-fold probabilities (honest soft
+    labels), on the validation texts from the member fitted on all training texts."""
+    final = network.directory / ("tfidf-member-auto" if weight is None else f"tfidf-member-{weight:g}")
+    if (final / "member.json").exists():
+        member = json.loads((final / "member.json").read_text())
+        log(f"[teacher] reusing its TF-IDF member (weight {member['weight']:g}): validation macro-F1 "
+            f"{member['validation_macro_f1']:.4f}")
+        return final
+
+    def build(tmp: Path) -> None:
+        log(f"[teacher] fitting the TF-IDF member on the {len(split.train)} training texts")
+        pipe = tfidf_pipeline(seed).fit(list(split.train.texts), split.train.labels)
+        (tmp / "tfidf.pkl").write_bytes(pickle.dumps(pipe))
+        validation = pipe.predict_proba(list(split.validation.texts))
+        train = np.exp(out_of_fold_logits(split.train.texts, split.train.labels, seed))
+        scores = {w: macro_f1(split.validation.labels,
+                              mix_log_probabilities(network.validation_logits, validation, w).argmax(axis=1))
+                  for w in MEMBER_WEIGHTS}
+        chosen = max(scores, key=lambda w: (scores[w], -w)) if weight is None else weight  # ties: less TF-IDF
+        np.savez(tmp / "logits.npz", train=mix_log_probabilities(network.train_logits, train, chosen),
+                 validation=mix_log_probabilities(network.validation_logits, validation, chosen))
+        f1 = macro_f1(split.validation.labels,
+                      mix_log_probabilities(network.validation_logits, validation, chosen).argmax(axis=1))
+        member = {"weight": chosen, "chosen_on": "validation macro-F1" if weight is None else "given",
+                  "validation_macro_f1": f1, "network_validation_macro_f1": network.validation_macro_f1,
+                  "validation_macro_f1_by_weight": {f"{w:g}": v for w, v in scores.items()}}
+        (tmp / "member.json").write_text(json.dumps(member, indent=2))
+        log(f"[teacher] TF-IDF member weight {chosen:g} ({member['chosen_on']}): the ensemble's validation "
+            f"macro-F1 {f1:.4f}, the network's alone {network.validation_macro_f1:.4f}")
+
+    _atomic_dir(final, build)
+    return final
 
 
 def _teacher_loss(split: DataSplit, settings: TrainSettings, seed: int, log):

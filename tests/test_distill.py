@@ -1,6 +1,8 @@
 import math
+from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from objectives.distill import DistillConfig, kd_loss, kd_loss_fn
@@ -82,11 +84,57 @@ def test_teacher_can_learn_from_the_tfidf_models_out_of_fold_probabilities(demo_
     guided = TrainSettings(max_epochs=2, patience=1, max_length=32, baseline_kd_lambda=0.5)
     spec = ZOO["scratch-tiny"]
     assert teacher_cache_key(spec, demo_split, plain, 0) != teacher_cache_key(spec, demo_split, guided, 0)
-    # the default (None) is that KD for a scratch teacher and none for a pretrained checkpoint
+    # the default (None) is that KD and a TF-IDF member (weight chosen later, on validation) for a scratch
+    # teacher, and neither for a pretrained checkpoint
     default = TrainSettings(max_epochs=2, patience=1, max_length=32)
-    assert teacher_settings(spec, default) == guided and teacher_settings(PRESETS["banglabert"], default) == plain
+    assert teacher_settings(spec, default) == guided
+    assert teacher_settings(PRESETS["banglabert"], default) == replace(plain, tfidf_member_weight=0.0)
     assert teacher_settings(spec, plain) == plain
     lines = []
-    teacher = prepare_teacher(spec, demo_split, guided, tmp_path, seed=0, log=lines.append)
+    teacher = prepare_teacher(spec, demo_split, replace(guided, tfidf_member_weight=0.0), tmp_path, seed=0,
+                              log=lines.append)
     assert any("out-of-fold" in line for line in lines)
     assert teacher.train_logits.shape == logits.shape and 0.0 <= teacher.validation_macro_f1 <= 1.0
+    assert teacher.tfidf_weight == 0.0 and teacher.member_dir is None  # weight 0: the network alone
+
+
+def test_teacher_ensemble_with_the_tfidf_model_picks_its_weight_on_validation(demo_split, tmp_path):
+    import json
+
+    import numpy as np
+    from scipy.special import softmax
+
+    from study.config import TrainSettings
+    from study.models import ZOO
+    from study.teacher import MEMBER_WEIGHTS, prepare_teacher, teacher_cache_key
+    from study.tfidf import out_of_fold_logits
+    from study.training import macro_f1
+
+    spec = ZOO["scratch-tiny"]
+    settings = TrainSettings(max_epochs=2, patience=1, max_length=32, baseline_kd_lambda=0.0)
+    alone = prepare_teacher(spec, demo_split, replace(settings, tfidf_member_weight=0.0), tmp_path, seed=0)
+    lines = []
+    auto = prepare_teacher(spec, demo_split, settings, tmp_path, seed=0, log=lines.append)
+    # the member is cached beside the network, which is not trained again for it
+    assert auto.from_cache and auto.directory == alone.directory
+    assert teacher_cache_key(spec, demo_split, settings, 0) == alone.cache_key
+    member = json.loads((auto.member_dir / "member.json").read_text())
+    scores = {float(w): v for w, v in member["validation_macro_f1_by_weight"].items()}
+    assert sorted(scores) == list(MEMBER_WEIGHTS) and scores[0.0] == pytest.approx(alone.validation_macro_f1)
+    assert auto.tfidf_weight == max(scores, key=lambda w: (scores[w], -w))
+    assert auto.validation_macro_f1 == pytest.approx(max(scores.values()))
+    assert auto.validation_macro_f1 >= alone.validation_macro_f1 - 1e-9  # weight 0 was one of the choices
+    assert auto.network_f1 == alone.validation_macro_f1
+    assert any("TF-IDF member weight" in line for line in lines)
+
+    # the ensemble's training logits mix the network's with the member's out-of-fold probabilities
+    fixed = prepare_teacher(spec, demo_split, replace(settings, tfidf_member_weight=0.5), tmp_path, seed=0)
+    oof = np.exp(out_of_fold_logits(demo_split.train.texts, demo_split.train.labels, seed=0))
+    expected = 0.5 * softmax(alone.train_logits, axis=1) + 0.5 * oof
+    assert fixed.tfidf_weight == 0.5
+    assert np.allclose(np.exp(fixed.train_logits), expected, atol=1e-4)
+    assert np.allclose(np.exp(fixed.train_logits).sum(axis=1), 1.0, atol=1e-3)
+    # blend(): the same mixture for any texts, from the member fitted on all training texts
+    blended = fixed.blend(alone.validation_logits, demo_split.validation.texts)
+    assert np.allclose(blended, fixed.validation_logits, atol=1e-5)
+    assert macro_f1(demo_split.validation.labels, blended.argmax(axis=1)) == pytest.approx(fixed.validation_macro_f1)

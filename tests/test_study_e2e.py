@@ -44,6 +44,14 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
     assert parent.data.tags["optuna.study_name"] == "e2e.scratch-base.scratch-tiny"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["teacher_latency_ms"] > 0
+    # the scratch teacher is an ensemble with a TF-IDF member (weight chosen on validation) by default; its
+    # network's own macro-F1 is logged beside the ensemble's
+    weight = parent.data.metrics["teacher_tfidf_weight"]
+    assert 0.0 <= weight <= 1.0 and parent.data.params["teacher_tfidf_weight"] == str(weight)
+    assert 0.0 < parent.data.metrics["teacher_network_macro_f1"] <= 1.0
+    if weight == 0.0:
+        assert parent.data.metrics["teacher_macro_f1"] == parent.data.metrics["teacher_network_macro_f1"]
+    assert parent.data.metrics["teacher_validation_macro_f1"] >= parent.data.metrics["teacher_network_validation_macro_f1"]
     for run in trial_runs:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
