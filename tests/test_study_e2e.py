@@ -132,6 +132,7 @@ def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
         (["--students", "no-such-student"], "unknown model 'no-such-student'"),
         (["--students", "teacher-l9"], "teacher 'scratch-base' has 4"),
         (["--teacher-baseline-kd", "2"], "must be in [0, 1]"),
+        (["--teacher-tfidf-weight", "-0.5"], "--teacher-tfidf-weight must be in [0, 1]"),
         (["--teacher-mlm-epochs", "-1"], "0 or more"),
         (["--n-trials", "0"], "at least 1"),
         (["--space", "nope"], "search space 'nope' not found"),
