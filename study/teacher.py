@@ -176,10 +176,10 @@ def tfidf_member(network: TeacherArtifacts, split: DataSplit, weight: float | No
                               mix_log_probabilities(network.validation_logits, validation, w).argmax(axis=1))
                   for w in MEMBER_WEIGHTS}
         chosen = max(scores, key=lambda w: (scores[w], -w)) if weight is None else weight  # ties: less TF-IDF
+        mixed_validation = mix_log_probabilities(network.validation_logits, validation, chosen)
         np.savez(tmp / "logits.npz", train=mix_log_probabilities(network.train_logits, train, chosen),
-                 validation=mix_log_probabilities(network.validation_logits, validation, chosen))
-        f1 = macro_f1(split.validation.labels,
-                      mix_log_probabilities(network.validation_logits, validation, chosen).argmax(axis=1))
+                 validation=mixed_validation)
+        f1 = macro_f1(split.validation.labels, mixed_validation.argmax(axis=1))
         member = {"weight": chosen, "chosen_on": "validation macro-F1" if weight is None else "given",
                   "validation_macro_f1": f1, "network_validation_macro_f1": network.validation_macro_f1,
                   "validation_macro_f1_by_weight": {f"{w:g}": v for w, v in scores.items()}}
