@@ -44,8 +44,16 @@ def test_samplers_benchmark_runs_every_sampler_at_the_same_budget(tmp_path, caps
         assert r["hypervolume_own_reference"] == pytest.approx(hypervolume([tuple(v) for v in r["values"]],
                                                                            r["teacher_reference"]))
     assert set(result["summary"]) == {"random", "tpe"}
+    # the paired comparison: tpe minus random at each seed
+    paired = result["paired"]["tpe"]
+    gains = [t["hypervolume"] - r["hypervolume"] for r, t in zip(result["rows"][:2], result["rows"][2:])]
+    assert paired["gains"] == pytest.approx(gains)
+    assert paired["mean_gain"] == pytest.approx(statistics.fmean(gains))
+    assert paired["standard_error"] == pytest.approx(statistics.stdev(gains) / 2 ** 0.5)
+    assert paired["seeds_won"] == sum(g > 0 for g in gains) and paired["seeds"] == 2
+    assert set(result["paired"]) == {"tpe"}
     printed = capsys.readouterr().out
-    assert "mean HV" in printed and "random" in printed
+    assert "mean HV" in printed and "random" in printed and "tpe minus random at the same seed" in printed
 
 
 def test_samplers_benchmark_rejects_unknown_samplers(capsys):
