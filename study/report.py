@@ -22,6 +22,9 @@ def reference_points(metrics: dict[str, float]) -> list[tuple[str, dict[str, flo
     points = []
     for prefix, name, marker, colour in REFERENCES:
         values = {o: metrics.get(f"{prefix}_{o}") for o in OBJECTIVES}
+        if prefix == "teacher" and metrics.get("teacher_tfidf_weight"):
+            # its macro-F1 is the ensemble's (network + TF-IDF member), its latency and size the network's
+            name = f"{name} (macro-F1 with its TF-IDF member, weight {metrics['teacher_tfidf_weight']:g})"
         if all(v is not None for v in values.values()):
             points.append((name, values, marker, colour))
     return points

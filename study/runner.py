@@ -31,7 +31,7 @@ from study.report import publish
 from study.stores import check_reachable
 from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
 from study.models import ModelSpec, check_loadable, check_student_fits, resolve_model
-from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer
+from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer, teacher_identity
 from study.training import encode, macro_f1, set_compute_threads, torch_logits
 from study.callbacks import TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler
 from study.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
@@ -119,6 +119,13 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
         if sampler and sampler != cfg.sampler:
             raise UserError(f"study {name!r} was run with --sampler {sampler}; resume it with the same sampler "
                             f"(got --sampler {cfg.sampler}) or use another --study-name")
+        recorded = existing.user_attrs.get("teacher_identity")
+        identity = teacher_identity(teacher, split, cfg.train, cfg.seed)
+        if recorded and recorded != identity:
+            raise UserError(f"study {name!r} was run with another teacher ({recorded}; now {identity}): its "
+                            "trials learnt from a teacher trained or blended differently (--quick, "
+                            "--teacher-baseline-kd, --teacher-tfidf-weight or other training settings); resume "
+                            "it with the same settings or use another --study-name")
     return Prepared(cfg, corpus, split, teacher, students, space, storage, tracker)
 
 
@@ -286,7 +293,8 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     # Seeded by history: a resumed study does not replay the random draws of its first session.
     study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
     for key, value in {"teacher": ctx.teacher.name, "student": ctx.student.name, "data_sha256": prep.corpus.sha256,
-                       "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES)}.items():
+                       "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES),
+                       "teacher_identity": teacher_identity(prep.teacher, prep.split, cfg.train, cfg.seed)}.items():
         study.set_user_attr(key, value)
     experiment_id = tracker.experiment(cfg.study_name)
     base = _base_params(ctx, cfg)

@@ -123,6 +123,15 @@ def teacher_settings(spec: ModelSpec, settings: TrainSettings) -> TrainSettings:
     return settings
 
 
+def teacher_identity(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int) -> str:
+    """What students of a study learn from, known before any training: the teacher's name, its network's
+    cache key and its TF-IDF member's weight ("auto": chosen on validation; 0: none)."""
+    settings = teacher_settings(spec, settings)
+    weight = settings.tfidf_member_weight
+    return (f"{spec.name}-{teacher_cache_key(spec, split, settings, seed)}, "
+            f"tfidf member {'auto' if weight is None else weight}")
+
+
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
                     log=print, progress: bool = False) -> TeacherArtifacts:
     """Load the cached teacher for this key, or fine-tune it and cache it."""

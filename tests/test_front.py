@@ -72,3 +72,16 @@ def test_front_vs_reference_picks_the_same_way_for_both(tmp_path):
     fastest_within_3 = lines[3]
     assert "6.00x" in fastest_within_3 and "T -> T (prune, Table 6)" in fastest_within_3
     assert "9.00x" in lines[5]  # fastest overall
+
+
+def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
+    from study.report import reference_points
+
+    metrics = {"teacher_macro_f1": 0.53, "teacher_latency_ms": 5.0, "teacher_size_mb": 21.6,
+               "baseline_macro_f1": 0.52, "baseline_latency_ms": 0.3, "baseline_size_mb": 9.0}
+    names = [name for name, *_ in reference_points({**metrics, "teacher_tfidf_weight": 0.0})]
+    assert names == ["fp32 teacher", "TF-IDF + LR baseline"]
+    (teacher, values, _, _), _ = reference_points({**metrics, "teacher_tfidf_weight": 0.8})
+    assert teacher == "fp32 teacher (macro-F1 with its TF-IDF member, weight 0.8)"
+    assert values == {"macro_f1": 0.53, "latency_ms": 5.0, "size_mb": 21.6}
+    assert [n for n, *_ in reference_points({"teacher_macro_f1": 0.5})] == []  # incomplete: not drawn

@@ -120,6 +120,18 @@ def test_resume_keeps_the_sampler(two_trial_study, capsys):
     assert study.user_attrs["sampler"] == "tpe"
 
 
+def test_resume_keeps_the_teacher(two_trial_study, capsys):
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
+    before = len(study.trials)
+    assert study.user_attrs["teacher_identity"].startswith("scratch-base-")
+    assert study.user_attrs["teacher_identity"].endswith("tfidf member auto")
+    for other in (["--teacher-tfidf-weight", "0"], ["--teacher-baseline-kd", "0"]):
+        assert _run(two_trial_study, before + 1, *other) == 2
+        assert "was run with another teacher" in capsys.readouterr().err
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
+    assert len(study.trials) == before
+
+
 def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
     storage, tracking = tmp_path / "o.db", tmp_path / "m.db"
     common = ["--storage", f"sqlite:///{storage}", "--tracking-uri", f"sqlite:///{tracking}",
