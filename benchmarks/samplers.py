@@ -117,9 +117,10 @@ def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[s
     for name in samplers:
         values = [r["hypervolume"] for r in rows if r["sampler"] == name]
         summary[name] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "runs": len(values)}
-    return {"paired": paired_with_random(rows, samplers, seeds), "teacher": teacher_spec.name, "student": student_name, "data": corpus.source, "quick": cfg.quick,
+    return {"teacher": teacher_spec.name, "student": student_name, "data": corpus.source, "quick": cfg.quick,
             "n_trials": n_trials, "seeds": seeds, "test_examples": test_examples, "default_sampler": StudyConfig.sampler,
-            "teacher_reference": common, "rows": rows, "summary": summary}
+            "teacher_reference": common, "rows": rows, "summary": summary,
+            "paired": paired_with_random(rows, samplers, seeds)}
 
 
 def paired_with_random(rows: list[dict], samplers: list[str], seeds: list[int]) -> dict:
