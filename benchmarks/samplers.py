@@ -103,7 +103,7 @@ def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[s
     rows = [in_fresh_process(one_run, cfg, data, student_name, name, seed, n_trials)
             for name in samplers for seed in seeds]
     # One reference point for every run: the fp32 teacher's median timing over all the runs' processes. The
-    # teacher's own PyTorch timing varies from process to process (measured here: 4.6 to 6.5 ms at batch 1),
+    # teacher's own PyTorch timing varies from process to process (measured here: 4.2 to 7.7 ms at batch 1),
     # while the best trials mostly run in ONNX Runtime; a per-run reference would add that noise to the
     # hypervolume (kept, as hypervolume_own_reference, for comparison).
     common = {k: statistics.median(r["teacher_reference"][k] for r in rows)

@@ -52,6 +52,7 @@ class Prepared:
     space: SearchSpace
     storage: optuna.storages.BaseStorage
     tracker: Tracker
+    teacher_identity: str  # what the students learn from (see study.teacher.teacher_identity)
 
 
 def pair_study_name(cfg: StudyConfig, teacher: ModelSpec, student: ModelSpec) -> str:
@@ -103,6 +104,7 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
     tracker = Tracker(cfg.tracking_uri)
     tracker.check()
     storage = open_storage(cfg.storage, tracker, cfg.heartbeat_s)
+    identity = teacher_identity(teacher, split, cfg.train, cfg.seed)
     for student in students:
         name = pair_study_name(cfg, teacher, student)
         try:
@@ -120,13 +122,12 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
             raise UserError(f"study {name!r} was run with --sampler {sampler}; resume it with the same sampler "
                             f"(got --sampler {cfg.sampler}) or use another --study-name")
         recorded = existing.user_attrs.get("teacher_identity")
-        identity = teacher_identity(teacher, split, cfg.train, cfg.seed)
         if recorded and recorded != identity:
             raise UserError(f"study {name!r} was run with another teacher ({recorded}; now {identity}): its "
                             "trials learnt from a teacher trained or blended differently (--quick, "
                             "--teacher-baseline-kd, --teacher-tfidf-weight or other training settings); resume "
                             "it with the same settings or use another --study-name")
-    return Prepared(cfg, corpus, split, teacher, students, space, storage, tracker)
+    return Prepared(cfg, corpus, split, teacher, students, space, storage, tracker, identity)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -294,7 +295,7 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
     for key, value in {"teacher": ctx.teacher.name, "student": ctx.student.name, "data_sha256": prep.corpus.sha256,
                        "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES),
-                       "teacher_identity": teacher_identity(prep.teacher, prep.split, cfg.train, cfg.seed)}.items():
+                       "teacher_identity": prep.teacher_identity}.items():
         study.set_user_attr(key, value)
     experiment_id = tracker.experiment(cfg.study_name)
     base = _base_params(ctx, cfg)
