@@ -9,6 +9,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial
 
 from study.errors import UserError
+from study.front import pruning_label
 
 REFERENCE_COLUMNS = ("table", "teacher", "model", "technique", "macro_f1", "speedup", "compression_ratio")
 
@@ -33,7 +34,7 @@ def our_points(trials: Sequence[FrozenTrial]) -> list[dict]:
             continue
         params = t.user_attrs.get("resolved_params", t.params)
         points.append({"model": f"{t.user_attrs.get('teacher')} -> {t.user_attrs.get('student')} "
-                                f"({params.get('prune_kind')} {float(params.get('prune_ratio', 0)):.0%}, "
+                                f"({pruning_label(params.get('prune_kind'), params.get('prune_ratio'))}, "
                                 f"{params.get('quant_scheme')})",
                        "macro_f1": 100 * m["macro_f1"], "delta_f1": 100 * m["macro_f1_delta_vs_teacher"],
                        "speedup": m["speedup_vs_teacher"], "compression": m["compression_vs_teacher"]})

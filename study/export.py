@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from objectives.bundle import Bundle, BundleError, load_bundle
 from study.callbacks import BUNDLE_ARTIFACT, trial_params
 from study.errors import EXIT_USER_ERROR, UserError
-from study.front import completed, pair_studies, pareto_trials
+from study.front import NO_PRUNING, completed, pair_studies, pareto_trials, pruning_label
 from study.tracking import RUN_ID_ATTR, Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +84,9 @@ def remeasure(bundle: Bundle, params: dict[str, str], data_override: Path | None
 def model_card(trial: FrozenTrial, run, parent, bundle: Bundle, verified: float | None, registered: str | None) -> str:
     p, m = run.data.params, run.data.metrics
     tp = trial_params(trial)
+    pruning = pruning_label(tp['prune_kind'], tp['prune_ratio'], "{:.2f}")
     chain = (f"distil {p['student']} from {p['teacher']} (T={float(tp['temperature']):.3g}, "
-             f"lambda={float(tp['kd_lambda']):.3g}) -> prune {tp['prune_kind']} {float(tp['prune_ratio']):.2f} "
+             f"lambda={float(tp['kd_lambda']):.3g}) -> {pruning if pruning == NO_PRUNING else 'prune ' + pruning} "
              f"-> quantize {tp['quant_scheme']}")
     machine = {k.split(".", 1)[1]: v for k, v in parent.data.tags.items() if k.startswith("machine.")}
 

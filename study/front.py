@@ -15,6 +15,14 @@ from study.tracking import RUN_ID_ATTR
 
 PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
 EXTRA_METRICS = ("accuracy", "throughput_per_s", "nonzero_params", "latency_iqr_ms", "size_compressed_mb")
+NO_PRUNING = "no pruning"
+
+
+def pruning_label(kind, ratio, fmt: str = "{:.0%}") -> str:
+    """A trial's pruning as text: ``"<kind> <ratio>"``, or "no pruning" for a ratio of 0 (or none), whatever the
+    kind (a 0% l1_unstructured trial pruned nothing)."""
+    value = 0.0 if ratio is None or ratio != ratio else float(ratio)
+    return NO_PRUNING if value == 0 else f"{kind} {fmt.format(value)}"
 
 
 def pair_studies(storage: str, study_name: str) -> list[str]:
@@ -69,6 +77,9 @@ def front_frame(trials: Sequence[FrozenTrial]) -> pd.DataFrame:
 
 def printable(frame: pd.DataFrame) -> str:
     shown = frame.drop(columns=["run_id", "study"], errors="ignore").copy()
+    if "prune_kind" in shown and "prune_ratio" in shown:  # a 0 ratio pruned nothing, whatever kind was drawn
+        unpruned = shown["prune_ratio"].map(lambda r: r is not None and r == r and float(r) == 0)
+        shown["prune_kind"] = shown["prune_kind"].where(~unpruned, NO_PRUNING)
     for col, fmt in (("size_compressed_mb", "{:.2f}"), ("temperature", "{:.2f}"), ("kd_lambda", "{:.2f}"), ("prune_ratio", "{:.2f}"),
                      ("macro_f1", "{:.4f}"), ("latency_ms", "{:.3f}"), ("size_mb", "{:.2f}"),
                      ("accuracy", "{:.4f}"), ("throughput_per_s", "{:.0f}"), ("nonzero_params", "{:.0f}"),

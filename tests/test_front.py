@@ -85,3 +85,33 @@ def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
     assert teacher == "fp32 teacher (macro-F1 with its TF-IDF member, weight 0.8)"
     assert values == {"macro_f1": 0.53, "latency_ms": 5.0, "size_mb": 21.6}
     assert [n for n, *_ in reference_points({"teacher_macro_f1": 0.5})] == []  # incomplete: not drawn
+
+
+def test_front_labels_say_no_pruning_for_a_zero_ratio_whatever_the_kind():
+    from study.compare import our_points
+    from study.front import printable, pruning_label
+
+    def trial(kind, ratio):
+        return optuna.trial.create_trial(
+            values=[0.5, 1.0, 1.0], user_attrs={
+                "teacher": "T", "student": "S",
+                "resolved_params": {"prune_kind": kind, "prune_ratio": ratio, "quant_scheme": "fp32"},
+                "metrics": {"macro_f1": 0.5, "macro_f1_delta_vs_teacher": 0.0, "speedup_vs_teacher": 1.0,
+                            "compression_vs_teacher": 1.0}})
+
+    labels = [p["model"] for p in our_points([trial("l1_unstructured", 0.0), trial("ffn", 0), trial("ffn", 0.1)])]
+    assert labels == ["T -> S (no pruning, fp32)", "T -> S (no pruning, fp32)", "T -> S (ffn 10%, fp32)"]
+    assert "0%" not in labels[0] and "l1_unstructured" not in labels[0]
+    assert pruning_label("l1_unstructured", 0.0, "{:.2f}") == "no pruning"
+    assert pruning_label("heads", 0.25, "{:.2f}") == "heads 0.25"
+
+    frame = front_frame([optuna.trial.create_trial(values=[0.5, 1.0, 1.0], params={"prune_kind": k, "prune_ratio": r},
+                                                   distributions={
+                                                       "prune_kind": optuna.distributions.CategoricalDistribution(
+                                                           ["l1_unstructured", "ffn"]),
+                                                       "prune_ratio": optuna.distributions.FloatDistribution(0, 0.9)},
+                                                   user_attrs={"study": "s"})
+                         for k, r in (("l1_unstructured", 0.0), ("ffn", 0.3))])
+    table = printable(frame)
+    assert "no pruning" in table and "l1_unstructured" not in table and "ffn" in table
+    assert list(frame["prune_kind"]) == ["l1_unstructured", "ffn"]  # the data keep the drawn kind
