@@ -1,4 +1,15 @@
-"""Read a labelled text corpus, clean it as the paper did, and split it reproducibly."""
+"""Read a labelled text corpus, clean it, and split it reproducibly.
+
+Cleaning, in order (``corpus_from_frame``):
+
+1. every text is normalised (Unicode NFC, whitespace runs folded, ends stripped) and every label stripped;
+2. duplicate (normalised text, label) rows are dropped, the first kept (``Corpus.duplicates_dropped``);
+3. conflicting labels: a normalised text that still occurs with more than one label is dropped entirely,
+   every row of it (``Corpus.conflicting_dropped``). Its label is ambiguous, and keeping one row per label
+   would let the same text sit in training and in test with different answers.
+
+After cleaning every text occurs exactly once, so the parts of ``split_corpus`` are disjoint as sets of texts.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +42,7 @@ class Corpus:
     sha256: str
     rows_read: int
     duplicates_dropped: int
+    conflicting_dropped: int = 0  # rows of texts that occur with more than one label (all dropped)
     text_col: str = "text"
     label_col: str = "label"
 
@@ -74,6 +86,7 @@ class DataSplit:
             "data_rows": str(len(corpus.texts)),
             "data_rows_read": str(corpus.rows_read),
             "data_duplicates_dropped": str(corpus.duplicates_dropped),
+            "data_conflicting_dropped": str(corpus.conflicting_dropped),
             "data_class_counts": json.dumps(corpus.class_counts, ensure_ascii=False),
             "split_train": str(len(self.train)),
             "split_validation": str(len(self.validation)),
@@ -140,7 +153,8 @@ def pick_column(frame: pd.DataFrame, path: Path | str, given: str | None, candid
 
 def corpus_from_frame(frame: pd.DataFrame, *, source: str, sha256: str, path: Path | str,
                       text_col: str | None = None, label_col: str | None = None) -> Corpus:
-    """Drop exact duplicate rows as read, normalise texts, validate, and encode labels."""
+    """Normalise texts, drop duplicate (normalised text, label) rows, drop every row of a text that
+    occurs with more than one label, validate, and encode labels (see the module docstring)."""
     tcol = pick_column(frame, path, text_col, TEXT_COLUMN_NAMES, "text", "--text-col")
     lcol = pick_column(frame, path, label_col, LABEL_COLUMN_NAMES, "label", "--label-col")
     if tcol == lcol:
@@ -149,9 +163,9 @@ def corpus_from_frame(frame: pd.DataFrame, *, source: str, sha256: str, path: Pa
     if rows.empty:
         raise UserError(f"data file {path} has no data rows")
     # Spreadsheet row numbers (header is row 1) for messages.
-    texts_raw = rows[tcol].tolist()
+    texts_norm = [normalize_text(t) for t in rows[tcol].tolist()]
     labels_raw = [s.strip() for s in rows[lcol].tolist()]
-    blank_text = [i + 2 for i, t in enumerate(texts_raw) if not t.strip()]
+    blank_text = [i + 2 for i, t in enumerate(texts_norm) if not t]
     blank_label = [i + 2 for i, lab in enumerate(labels_raw) if not lab]
     if blank_text:
         raise UserError(f"data file {path}: column {tcol!r} is blank in {len(blank_text)} row(s), "
@@ -160,18 +174,26 @@ def corpus_from_frame(frame: pd.DataFrame, *, source: str, sha256: str, path: Pa
         raise UserError(f"data file {path}: column {lcol!r} is blank in {len(blank_label)} row(s), "
                         f"e.g. row {', '.join(map(str, blank_label[:5]))}; every row needs a label")
     rows_read = len(rows)
-    deduped = rows.drop_duplicates(keep="first")
-    texts = tuple(normalize_text(t) for t in deduped[tcol].tolist())
-    labels_str = [s.strip() for s in deduped[lcol].tolist()]
+    clean = pd.DataFrame({"text": texts_norm, "label": labels_raw}).drop_duplicates(keep="first")
+    labels_per_text = clean.groupby("text", sort=False)["label"].nunique()
+    conflicting = clean["text"].isin(labels_per_text.index[labels_per_text > 1])
+    kept = clean[~conflicting]
+    if kept.empty:
+        raise UserError(f"data file {path}: every text in column {tcol!r} occurs with more than one label in "
+                        f"column {lcol!r}, and such texts are dropped; nothing is left to train on")
+    texts = tuple(kept["text"].tolist())
+    labels_str = kept["label"].tolist()
     counts = Counter(labels_str)
     if len(counts) < 2:
-        raise UserError(f"data file {path}: column {lcol!r} has a single class {next(iter(counts))!r}; "
-                        "a classifier needs at least two")
+        raise UserError(f"data file {path}: column {lcol!r} has a single class {next(iter(counts))!r}"
+                        + (f" after dropping {int(conflicting.sum())} row(s) of texts with conflicting labels"
+                           if conflicting.any() else "") + "; a classifier needs at least two")
     label_names = tuple(sorted(counts))
     index = {name: i for i, name in enumerate(label_names)}
     return Corpus(texts=texts, labels=np.array([index[s] for s in labels_str], dtype=np.int64),
                   label_names=label_names, source=source, sha256=sha256, rows_read=rows_read,
-                  duplicates_dropped=rows_read - len(deduped), text_col=tcol, label_col=lcol)
+                  duplicates_dropped=rows_read - len(clean), conflicting_dropped=int(conflicting.sum()),
+                  text_col=tcol, label_col=lcol)
 
 
 def load_corpus(path: Path, *, text_col: str | None = None, label_col: str | None = None) -> Corpus:
@@ -186,17 +208,30 @@ MIN_PER_CLASS = 5  # test, validation and train parts all need examples of every
 
 def split_corpus(corpus: Corpus, *, seed: int, test_size: float = 0.3,
                  validation_size: float = 0.1) -> DataSplit:
-    """Seeded stratified test split, then a stratified validation part carved from train."""
+    """Seeded stratified test split, then a stratified validation part carved from the training part only.
+
+    The test part depends on (seed, test_size) alone, never on validation_size. The parts are disjoint sets
+    of texts because cleaning (``corpus_from_frame``) leaves every text exactly once.
+    """
     small = {n: c for n, c in corpus.class_counts.items() if c < MIN_PER_CLASS}
     if small:
         detail = ", ".join(f"{n!r} has {c}" for n, c in small.items())
         raise UserError(f"data from {corpus.source}: too few examples to stratify a train/validation/test "
                         f"split ({detail}; each class needs at least {MIN_PER_CLASS})")
     idx = np.arange(len(corpus.texts))
-    train_idx, test_idx = train_test_split(idx, test_size=test_size, random_state=seed,
-                                           stratify=corpus.labels)
-    fit_idx, val_idx = train_test_split(train_idx, test_size=validation_size, random_state=seed,
-                                        stratify=corpus.labels[train_idx])
+    try:
+        train_idx, test_idx = train_test_split(idx, test_size=test_size, random_state=seed,
+                                               stratify=corpus.labels)
+    except ValueError as exc:  # too small a part for one example per class
+        raise UserError(f"data from {corpus.source}: too few examples to stratify a train/test split with "
+                        f"test_size {test_size} ({exc})") from None
+    try:
+        fit_idx, val_idx = train_test_split(train_idx, test_size=validation_size, random_state=seed,
+                                            stratify=corpus.labels[train_idx])
+    except ValueError as exc:
+        raise UserError(f"data from {corpus.source}: too few examples to stratify a train/validation split "
+                        f"of the {len(train_idx)} training examples with validation_size {validation_size} "
+                        f"({exc})") from None
 
     def part(ix: np.ndarray) -> Part:
         ix = np.sort(ix)

@@ -34,19 +34,44 @@ def test_reads_every_supported_format(tmp_path, suffix):
     assert len(corpus.sha256) == 64
 
 
-def test_drops_exact_duplicates_only_and_normalises(tmp_path):
-    decomposed = unicodedata.normalize("NFD", "কোথাও")  # Bengali vowel sign, decomposed
-    rows = _rows() + [{"text": "joy text number 0", "classes": "joy"},  # exact duplicate -> dropped
-                      {"text": "joy text number 0", "classes": "anger"},  # same text, other label -> kept
-                      {"text": f"  {decomposed}\t\n  আছে ", "classes": "joy"}]
+def test_normalises_then_drops_duplicates_and_conflicting_texts(tmp_path):
+    composed = unicodedata.normalize("NFC", "কোথাও আছে")  # Bengali vowel sign o: one code point in NFC
+    decomposed = unicodedata.normalize("NFD", "কোথাও আছে")  # ... two in NFD
+    assert composed != decomposed
+    rows = _rows(n_per_class=10) + [
+        {"text": composed, "classes": "joy"},
+        {"text": f"  {decomposed}\t\n ", "classes": " joy"},  # same text and label once normalised -> dropped
+        {"text": "joy text number 0", "classes": "joy"},  # exact duplicate -> dropped
+        {"text": "joy  text number 1", "classes": "anger"},  # conflicts with "joy text number 1"/joy -> both dropped
+        {"text": "mixed feelings", "classes": "joy"},  # a conflicting text that is also duplicated:
+        {"text": "mixed feelings", "classes": "anger"},
+        {"text": "mixed\tfeelings", "classes": "anger"},  # duplicate of the row above -> dropped, then all 2 rows
+    ]
     path = tmp_path / "d.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     corpus = load_corpus(path)
-    assert corpus.rows_read == 15
-    assert corpus.duplicates_dropped == 1
-    assert len(corpus.texts) == 14
-    assert unicodedata.normalize("NFC", "কোথাও") + " আছে" in corpus.texts
+    assert corpus.rows_read == 27
+    assert corpus.duplicates_dropped == 3
+    assert corpus.conflicting_dropped == 4
+    assert len(corpus.texts) == 20 == 27 - 3 - 4
+    assert len(set(corpus.texts)) == len(corpus.texts)
+    assert composed in corpus.texts and decomposed not in corpus.texts
+    assert "joy text number 1" not in corpus.texts and "mixed feelings" not in corpus.texts
+    assert "joy text number 0" in corpus.texts
+    assert corpus.class_counts == {"anger": 10, "joy": 10}
+    assert corpus.labels[corpus.texts.index(composed)] == corpus.label_names.index("joy")
+    facts = split_corpus(corpus, seed=0).facts(corpus)
+    assert (facts["data_rows_read"], facts["data_duplicates_dropped"], facts["data_conflicting_dropped"],
+            facts["data_rows"]) == ("27", "3", "4", "20")
     assert normalize_text(" a \u00a0 b\n") == "a b"
+
+
+def test_exact_duplicates_count_when_nothing_conflicts(tmp_path):
+    path = tmp_path / "d.csv"
+    pd.DataFrame(_rows() + _rows(n_per_class=2)).to_csv(path, index=False)
+    corpus = load_corpus(path)
+    counts = (corpus.rows_read, corpus.duplicates_dropped, corpus.conflicting_dropped, len(corpus.texts))
+    assert counts == (16, 4, 0, 12)
 
 
 def test_explicit_columns(tmp_path):
@@ -63,6 +88,10 @@ def test_explicit_columns(tmp_path):
     ([{"text": "", "classes": "joy"}] + _rows(), "blank in 1 row"),
     ([{"text": "x", "classes": " "}] + _rows(), "'classes' is blank"),
     (_rows(classes=("joy",)), "single class"),
+    (_rows(classes=("joy",)) + [{"text": "joy  text number 0", "classes": "anger"}],
+     "single class 'joy' after dropping 2 row\\(s\\) of texts with conflicting labels"),
+    ([{"text": "same", "classes": "joy"}, {"text": " same ", "classes": "anger"}],
+     "'text' occurs with more than one label in column 'classes'"),
 ])
 def test_bad_content_is_a_user_error(tmp_path, rows, message):
     path = tmp_path / "d.csv"
@@ -92,6 +121,10 @@ def test_class_too_small_to_stratify(tmp_path):
     pd.DataFrame(_rows() + [{"text": "rare", "classes": "fear"}]).to_csv(path, index=False)
     with pytest.raises(UserError, match="'fear' has 1"):
         split_corpus(load_corpus(path), seed=0)
+    path = tmp_path / "small.csv"  # 5 per class passes the count check, yet leaves no room for a validation part
+    pd.DataFrame(_rows(n_per_class=5)).to_csv(path, index=False)
+    with pytest.raises(UserError, match=r"small.csv: too few examples to stratify.*validation"):
+        split_corpus(load_corpus(path), seed=0)
 
 
 def test_split_is_seeded_stratified_and_disjoint(demo_split):
@@ -108,16 +141,71 @@ def test_split_is_seeded_stratified_and_disjoint(demo_split):
         assert np.allclose(share, np.bincount(again.train.labels) / len(again.train), atol=0.03)
 
 
-@pytest.mark.skipif(not UBMEC.exists(), reason="UBMEC corpus not present at ../shared/data/ubmec/UBMEC.xlsx")
-def test_ubmec_facts():
-    corpus = load_corpus(UBMEC)
+def _assert_disjoint(corpus, split):
+    """Every text in exactly one part, with its corpus label; the parts together are the whole corpus."""
+    parts = (split.train, split.validation, split.test)
+    sets = [set(p.texts) for p in parts]
+    assert [len(s) for s in sets] == [len(p) for p in parts]  # no text twice within a part
+    assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
+    assert sets[0] | sets[1] | sets[2] == set(corpus.texts)
+    assert sum(len(p) for p in parts) == len(corpus.texts)
+    label_of = dict(zip(corpus.texts, corpus.labels.tolist()))
+    for p in parts:
+        assert [label_of[t] for t in p.texts] == p.labels.tolist()
+
+
+def _assert_validation_is_carved_from_train(corpus, seed, test_size=0.3):
+    """train + validation is the first-stage training part; the validation size never touches the test part."""
+    from sklearn.model_selection import train_test_split
+
+    first_train, first_test = train_test_split(np.arange(len(corpus.texts)), test_size=test_size,
+                                               random_state=seed, stratify=corpus.labels)
+    first_train_texts = {corpus.texts[i] for i in first_train}
+    splits = [split_corpus(corpus, seed=seed, test_size=test_size, validation_size=v) for v in (0.1, 0.2)]
+    for split in splits:
+        assert set(split.train.texts) | set(split.validation.texts) == first_train_texts
+        assert set(split.test.texts) == {corpus.texts[i] for i in first_test}
+        assert abs(len(split.validation) / len(first_train) - split.validation_size) < 0.01
+    assert splits[0].test.texts == splits[1].test.texts
+    assert splits[0].test.labels.tolist() == splits[1].test.labels.tolist()
+    assert len(splits[1].validation) > len(splits[0].validation)
+
+
+def test_split_parts_are_disjoint_and_validation_comes_from_train_demo():
+    from study.demo import demo_corpus
+
+    corpus = demo_corpus()
+    assert len(set(corpus.texts)) == len(corpus.texts)
+    for seed in (3, 42):
+        _assert_disjoint(corpus, split_corpus(corpus, seed=seed))
+        _assert_validation_is_carved_from_train(corpus, seed)
+
+
+@pytest.fixture(scope="module")
+def ubmec():
+    if not UBMEC.exists():
+        pytest.skip("UBMEC corpus not present at ../shared/data/ubmec/UBMEC.xlsx")
+    return load_corpus(UBMEC)
+
+
+def test_ubmec_split_parts_are_disjoint_and_validation_comes_from_train(ubmec):
+    _assert_disjoint(ubmec, split_corpus(ubmec, seed=42))
+    _assert_validation_is_carved_from_train(ubmec, 42)
+
+
+def test_ubmec_facts(ubmec):
+    corpus = ubmec
+    # Measured on this file (sha256 below): 383 duplicate (NFC text, label) rows, then 61 texts with
+    # more than one label (130 rows) dropped.
     assert corpus.rows_read == 13436
-    assert corpus.duplicates_dropped == 364
-    assert len(corpus.texts) == 13072
-    assert corpus.class_counts == {"joy": 3290, "sadness": 2622, "anger": 2422, "disgust": 2049,
-                                   "fear": 1348, "surprise": 1341}
+    assert corpus.duplicates_dropped == 383
+    assert corpus.conflicting_dropped == 130
+    assert len(corpus.texts) == 12923
+    assert corpus.class_counts == {"joy": 3267, "sadness": 2586, "anger": 2393, "disgust": 2020,
+                                   "fear": 1335, "surprise": 1322}
     assert corpus.sha256 == "8f0cdd9d6c250ca982379ec7a390684d39db214520144031a4fd5d612041b180"
     split = split_corpus(corpus, seed=42)
-    assert len(split.train) + len(split.validation) == 9150
-    assert len(split.test) == 3922
-    assert json.loads(split.facts(corpus)["data_class_counts"])["joy"] == 3290
+    assert (len(split.train), len(split.validation), len(split.test)) == (8141, 905, 3877)
+    facts = split.facts(corpus)
+    assert json.loads(facts["data_class_counts"])["joy"] == 3267
+    assert (facts["data_duplicates_dropped"], facts["data_conflicting_dropped"]) == ("383", "130")
