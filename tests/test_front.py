@@ -91,13 +91,18 @@ def test_front_labels_say_no_pruning_for_a_zero_ratio_whatever_the_kind():
     from study.compare import our_points
     from study.front import printable, pruning_label
 
+    # every metric a point may be built from (test and validation deltas, intervals, both speed-ups)
+    metric_names = ("macro_f1", "macro_f1_delta_vs_teacher", "macro_f1_validation_delta_vs_teacher",
+                    "macro_f1_ci_low", "macro_f1_ci_high", "macro_f1_delta_vs_teacher_ci_low",
+                    "macro_f1_delta_vs_teacher_ci_high", "speedup_vs_teacher", "speedup_vs_teacher_onnx",
+                    "speedup_vs_teacher_onnx_ci_low", "speedup_vs_teacher_onnx_ci_high", "compression_vs_teacher")
+
     def trial(kind, ratio):
         return optuna.trial.create_trial(
             values=[0.5, 1.0, 1.0], user_attrs={
                 "teacher": "T", "student": "S",
                 "resolved_params": {"prune_kind": kind, "prune_ratio": ratio, "quant_scheme": "fp32"},
-                "metrics": {"macro_f1": 0.5, "macro_f1_delta_vs_teacher": 0.0, "speedup_vs_teacher": 1.0,
-                            "compression_vs_teacher": 1.0}})
+                "metrics": {name: 1.0 for name in metric_names}})
 
     labels = [p["model"] for p in our_points([trial("l1_unstructured", 0.0), trial("ffn", 0), trial("ffn", 0.1)])]
     assert labels == ["T -> S (no pruning, fp32)", "T -> S (no pruning, fp32)", "T -> S (ffn 10%, fp32)"]
