@@ -7,16 +7,24 @@ A bundle is a folder::
     model/            the serialized artifact (safetensors, int8 state dict, or model.onnx)
     tokenizer/        the Hugging Face tokenizer
 
-Loading needs numpy, transformers (tokenizer) and onnxruntime or torch: no training code.
+Loading needs numpy, transformers (tokenizer) and onnxruntime or torch: no training code. Loading never
+runs code from the bundle: weights are safetensors, ONNX, or for ``torch_dynamic_int8`` a ``torch.save``
+state dict whose pickle is checked to name only tensor types before ``torch.load(weights_only=True)`` reads it;
+a file carrying anything else (a pickled payload) is refused with :class:`UnsafeBundleError`.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
+import pickletools
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from study.errors import UserError
 
 FORMAT = "bert-compress-study-bundle"
 VERSION = 1
@@ -24,6 +32,23 @@ VERSION = 1
 
 class BundleError(Exception):
     """The folder is not a loadable bundle; the message says what is missing."""
+
+
+class UnsafeBundleError(BundleError, UserError):
+    """A bundle file would run code when loaded (a pickled payload): refused before anything in it runs."""
+
+
+# The globals the pickle of a dynamically quantized model's state dict names (torch.save, protocol 2): its
+# container, tensor and parameter rebuilders, the storages and quantization dtypes/schemes of int8 Linear
+# layers (per tensor as quantize_dynamic writes them; per channel alike). Each only rebuilds tensors.
+STATE_DICT_GLOBALS = frozenset({
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch._utils._rebuild_qtensor",
+    "torch.FloatStorage", "torch.DoubleStorage", "torch.LongStorage", "torch.QInt8Storage",
+    "torch.qint8", "torch.per_tensor_affine", "torch.per_channel_affine",
+})
+# Opcodes that name a callable other than by a plain GLOBAL: torch.save never writes them for a state dict
+_OPAQUE_OPCODES = frozenset({"STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
 
 
 def write_metadata(out: Path, *, scheme: str, runtime: str, quantizes: str, max_length: int,
@@ -126,7 +151,7 @@ def load_torch_model(model_dir: Path, scheme: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-            model.load_state_dict(torch.load(model_dir / "quantized_state_dict.pt", weights_only=False))
+            model.load_state_dict(load_int8_state_dict(model_dir / "quantized_state_dict.pt"))
         return model
     from safetensors.torch import load_file
 
@@ -134,3 +159,51 @@ def load_torch_model(model_dir: Path, scheme: str):
         model = model.to(torch.bfloat16)
     model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
     return model
+
+
+def _refuse(path: Path, why: str) -> UnsafeBundleError:
+    return UnsafeBundleError(f"{path} is refused: {why}; bundles are loaded without running any code from "
+                             "them, so export the model again from its study (python -m study.export)")
+
+
+def check_state_dict_pickle(path: Path) -> None:
+    """Raise UnsafeBundleError unless ``path`` is a torch.save zip whose pickles name only STATE_DICT_GLOBALS.
+
+    The pickles are read opcode by opcode (pickletools), never unpickled, so nothing in them runs."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = {name: archive.read(name) for name in archive.namelist() if name.endswith(".pkl")}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise _refuse(path, f"it is not a torch.save zip archive ({exc})") from None
+    if not pickles:
+        raise _refuse(path, "it holds no pickled state dict (data.pkl)")
+    for name, data in pickles.items():
+        try:
+            for op, arg, _ in pickletools.genops(data):
+                if op.name in _OPAQUE_OPCODES:
+                    raise _refuse(path, f"its pickle {name} uses the opcode {op.name}, which can call any "
+                                        "function and is never written for a state dict")
+                if op.name == "GLOBAL":
+                    qualified = str(arg).replace(" ", ".", 1)
+                    if qualified not in STATE_DICT_GLOBALS:
+                        raise _refuse(path, f"its pickle {name} calls {qualified}, which is not a tensor "
+                                            "type: a pickled payload that loading would run")
+        except ValueError as exc:  # pickletools: a malformed pickle
+            raise _refuse(path, f"its pickle {name} is malformed ({exc})") from None
+
+
+def load_int8_state_dict(path: Path) -> dict:
+    """A torch_dynamic_int8 bundle's state dict, loaded without running code from the file: its pickle is
+    checked first (check_state_dict_pickle), then read by torch's weights-only unpickler, which needs no
+    extra safe globals for quantized tensors and refuses anything else again."""
+    import torch
+
+    if not path.exists():
+        raise BundleError(f"{path.parent}: {path.name} is missing")
+    check_state_dict_pickle(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        why = next((line.split("error:", 1)[1].split(". Please use", 1)[0].strip()
+                    for line in str(exc).splitlines() if "WeightsUnpickler error:" in line), "not tensors only")
+        raise _refuse(path, f"torch's weights-only loader refused it ({why})") from None

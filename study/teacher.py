@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -20,11 +19,12 @@ from study.config import SCRATCH_BASELINE_KD, TrainSettings
 from study.data import DataSplit
 from study.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
 from study.pretrain import mlm_pretrain
-from study.tfidf import out_of_fold_logits, tfidf_pipeline
+from study.tfidf import load_pipeline, out_of_fold_logits, save_pipeline, tfidf_pipeline
 from study.training import encode, fit, kd_loss, macro_f1, torch_logits
 
 
 MEMBER_WEIGHTS = tuple(i / 10 for i in range(11))  # the TF-IDF member weights tried on validation
+MEMBER_FILE = "tfidf.skops"  # the fitted member, in the skops format (a cache folder machines share: no pickle)
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class TeacherArtifacts:
     kd_from_baseline: float = 0.0  # the weight of KD from the TF-IDF model it was trained with
     network_validation_macro_f1: float | None = None  # None: the same as validation_macro_f1
     tfidf_weight: float = 0.0  # of the TF-IDF member; 0: the teacher is its network alone
-    member_dir: Path | None = None  # the TF-IDF member (tfidf.pkl, member.json), when there is one
+    member_dir: Path | None = None  # the TF-IDF member (tfidf.skops, member.json), when there is one
 
     @property
     def model_dir(self) -> Path:
@@ -66,8 +66,7 @@ class TeacherArtifacts:
         """The teacher's log-probabilities on ``texts``, given its network's logits on them."""
         if not self.tfidf_weight:
             return network_logits
-        with open(self.member_dir / "tfidf.pkl", "rb") as f:
-            member = pickle.load(f)
+        member = load_pipeline(self.member_dir / MEMBER_FILE)
         return mix_log_probabilities(network_logits, member.predict_proba(list(texts)), self.tfidf_weight)
 
 
@@ -168,17 +167,22 @@ def tfidf_member(network: TeacherArtifacts, split: DataSplit, weight: float | No
     (``weight``, or None: the one of ``MEMBER_WEIGHTS`` with the best validation macro-F1) and the
     ensemble's logits: on the training texts from the member's out-of-fold probabilities (honest soft
     labels), on the validation texts from the member fitted on all training texts."""
-    final = network.directory / ("tfidf-member-auto" if weight is None else f"tfidf-member-{weight:g}")
+    name = "auto" if weight is None else f"{weight:g}"
+    final = network.directory / f"tfidf-member-v2-{name}"  # v2: skops; v1 (tfidf-member-NAME) was a pickle
     if (final / "member.json").exists():
         member = json.loads((final / "member.json").read_text())
         log(f"[teacher] reusing its TF-IDF member (weight {member['weight']:g}): validation macro-F1 "
             f"{member['validation_macro_f1']:.4f}")
         return final
+    old = network.directory / f"tfidf-member-{name}"
+    if (old / "tfidf.pkl").exists():  # never unpickled: a cache miss
+        log(f"[teacher] ignoring the old TF-IDF member in {old}: it is a pickle, which could run code when "
+            "loaded; fitting it again and saving it without one")
 
     def build(tmp: Path) -> None:
         log(f"[teacher] fitting the TF-IDF member on the {len(split.train)} training texts")
         pipe = tfidf_pipeline(seed).fit(list(split.train.texts), split.train.labels)
-        (tmp / "tfidf.pkl").write_bytes(pickle.dumps(pipe))
+        save_pipeline(pipe, tmp / MEMBER_FILE)
         validation = pipe.predict_proba(list(split.validation.texts))
         train = np.exp(out_of_fold_logits(split.train.texts, split.train.labels, seed))
         scores = {w: macro_f1(split.validation.labels,
