@@ -16,12 +16,44 @@ def test_speed_reports_spread_and_is_bounded(trained_tiny, demo_split):
     speed = measure_speed(TorchPredictor(model), test, tok.pad_token_id, settings)
     assert speed.threads == 1 and speed.batch_size == 32 and speed.runtime == "pytorch"
     assert 0 < speed.latency_ms < 1000 and speed.throughput_per_s > 0
-    assert 0 <= speed.latency_iqr_ms <= speed.latency_ms  # the middle half of calls lies within a median
+    assert speed.latency_iqr_ms >= 0 and np.isfinite(speed.latency_iqr_ms)  # q3 >= q1; its value: the next test
     assert 0 <= speed.latency_cv < 1.0
     metrics = speed.as_metrics(suffix="_allcores")
     assert set(metrics) == {"latency_ms_allcores", "latency_iqr_ms_allcores", "latency_cv_allcores",
                             "throughput_per_s_allcores", "measure_attempts_allcores"}
     assert 1 <= speed.attempts <= settings.max_attempts
+
+
+def test_latency_is_the_median_and_iqr_the_quartile_spread_of_the_timed_calls(monkeypatch):
+    """On a fake clock that only the model moves (text ti takes 1, 2, 3, 10 ms), every timed call's duration
+    is known, so the median and IQR are checked against hand-computed values, not a bound: the IQR (7 ms)
+    may well exceed the median (2.5 ms) when call times are skewed."""
+    import statistics
+    import types
+
+    import objectives.measure as measure
+
+    now = [0.0]
+    cost_ms = {"t0": 1.0, "t1": 2.0, "t2": 3.0, "t3": 10.0}
+
+    def predict(texts):
+        now[0] += sum(cost_ms.get(t, 1.0) for t in texts) / 1000.0
+
+    monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    settings = MeasureSettings(warmup=2, warmup_seconds=0.0, latency_examples=4, repeats=3, throughput_batches=1,
+                               min_pass_seconds=0.0, max_attempts=1)
+    speed = measure_text_speed(predict, tuple(f"t{i}" for i in range(40)), settings, "scikit-learn")
+    recorded = [1.0, 2.0, 3.0, 10.0] * 3  # 3 passes, one sweep over t0..t3 each
+    q1, median, q3 = statistics.quantiles(recorded, n=4)
+    # sorted: 1 1 1 2 2 2 3 3 3 10 10 10; exclusive quartiles at positions 3.25, 6.5, 9.75 (1-based)
+    assert (q1, median, q3) == pytest.approx((1.25, 2.5, 8.25))
+    assert q1 <= median <= q3
+    assert speed.latency_ms == pytest.approx(2.5)
+    assert speed.latency_iqr_ms == pytest.approx(q3 - q1) and speed.latency_iqr_ms == pytest.approx(7.0)
+    assert speed.latency_iqr_ms > speed.latency_ms  # no law bounds the IQR by the median
+    assert speed.latency_cv == pytest.approx(0.0)  # the 3 passes' medians are equal
+    # one batch of 32 texts: t0..t3 (16 ms) and 28 others at 1 ms each = 44 ms per 32 examples
+    assert speed.throughput_per_s == pytest.approx(32 / 0.044)
 
 
 def test_an_unsteady_measurement_is_taken_again_and_the_steadiest_reported():
