@@ -28,6 +28,8 @@ from study.runner import make_sampler, measure_reference
 from study.teacher import prepare_teacher, scratch_tokenizer
 
 QUICK_TEST_EXAMPLES = 1000
+PAIRED_TESTS = ("two-sided, paired by seed (null: no difference from random): Wilcoxon signed-rank "
+                "(scipy.stats.wilcoxon, zero differences dropped) and paired t-test (scipy.stats.ttest_rel)")
 UNUSED_WITHOUT_STUDENT = {"temperature": 1.0, "kd_lambda": 0.0}  # pinned: no distillation happens
 
 
@@ -123,9 +125,30 @@ def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[s
             "paired": paired_with_random(rows, samplers, seeds)}
 
 
+def paired_p_values(treatment: list[float], control: list[float]) -> dict[str, float]:
+    """Two-sided p-values of ``treatment`` against ``control`` paired by position (see ``PAIRED_TESTS``):
+    ``wilcoxon_p`` (signed-rank; exact null distribution for a few pairs without ties) and ``paired_t_p``.
+    NaN with fewer than two pairs (no test); 1.0 when every difference is zero (no evidence of one)."""
+    import warnings
+
+    from scipy.stats import ttest_rel, wilcoxon
+
+    if len(treatment) != len(control):
+        raise ValueError(f"paired samples differ in length: {len(treatment)} and {len(control)}")
+    if len(treatment) < 2:
+        return {"wilcoxon_p": float("nan"), "paired_t_p": float("nan")}
+    if all(t == c for t, c in zip(treatment, control)):
+        return {"wilcoxon_p": 1.0, "paired_t_p": 1.0}
+    with warnings.catch_warnings():  # scipy warns on near-constant differences; the p-value stands as computed
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {"wilcoxon_p": float(wilcoxon(treatment, control, alternative="two-sided").pvalue),
+                "paired_t_p": float(ttest_rel(treatment, control, alternative="two-sided").pvalue)}
+
+
 def paired_with_random(rows: list[dict], samplers: list[str], seeds: list[int]) -> dict:
     """Each sampler's hypervolume minus random search's at the same seed (the runs share their random start,
-    so the per-seed difference is less noisy than the two means): mean, standard error, seeds won."""
+    so the per-seed difference is less noisy than the two means): mean, standard error, seeds won, and the
+    two-sided p-values of a Wilcoxon signed-rank and a paired t-test (``test`` says which)."""
     if "random" not in samplers:
         return {}
     hv = {(r["sampler"], r["seed"]): r["hypervolume"] for r in rows}
@@ -136,7 +159,11 @@ def paired_with_random(rows: list[dict], samplers: list[str], seeds: list[int]) 
         gains = [hv[name, seed] - hv["random", seed] for seed in seeds]
         error = statistics.stdev(gains) / len(gains) ** 0.5 if len(gains) > 1 else float("nan")
         out[name] = {"mean_gain": statistics.fmean(gains), "standard_error": error,
-                     "seeds_won": sum(g > 0 for g in gains), "seeds": len(gains), "gains": gains}
+                     "seeds_won": sum(g > 0 for g in gains), "seeds": len(gains), "gains": gains,
+                     **paired_p_values([hv[name, seed] for seed in seeds], [hv["random", seed] for seed in seeds]),
+                     "alternative": "two-sided", "test": PAIRED_TESTS,
+                     # the exact signed-rank test's floor: every difference of one sign, no zeros
+                     "wilcoxon_smallest_p": min(1.0, 2.0 / 2 ** len(gains))}
     return out
 
 
@@ -153,7 +180,12 @@ def table(result: dict) -> str:
         lines.append(f"The default sampler ({default}) {verdict} random: mean hypervolume {gain:+.4f}.")
     for name, p in result["paired"].items():
         lines.append(f"{name} minus random at the same seed: {p['mean_gain']:+.4f} +- {p['standard_error']:.4f} "
-                     f"(standard error), ahead at {p['seeds_won']} of {p['seeds']} seeds.")
+                     f"(standard error), ahead at {p['seeds_won']} of {p['seeds']} seeds; two-sided p = "
+                     f"{p['wilcoxon_p']:.3g} (Wilcoxon signed-rank), {p['paired_t_p']:.3g} (paired t-test).")
+    if result["paired"]:
+        n = len(result["seeds"])
+        lines.append(f"p-values: {PAIRED_TESTS}; with {n} seed(s) the two-sided Wilcoxon p cannot fall below "
+                     f"{min(1.0, 2.0 / 2 ** n):.3g}.")
     lines.append(f"{result['n_trials']} trials per run, teacher {result['teacher']}, student {result['student']}; "
                  "hypervolume of (-macro-F1, latency/teacher, size/teacher) against the reference point (0, 1, 1); "
                  "each run in a fresh process; teacher = the fp32 teacher's median over the runs' processes "

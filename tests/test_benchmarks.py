@@ -19,6 +19,36 @@ def test_hypervolume_is_the_dominated_box_volume_against_the_teacher():
     assert hypervolume([], teacher) == 0.0
 
 
+def test_paired_p_values_match_hand_computed_values():
+    import math
+
+    from scipy import stats
+
+    from benchmarks.samplers import paired_p_values
+
+    control = [0.5, 0.5, 0.5, 0.5, 0.5]
+    # all 5 differences positive: the exact two-sided signed-rank p is 2 x (1 of the 2^5 sign patterns) = 1/16
+    assert paired_p_values([0.6, 0.7, 0.8, 0.9, 1.0], control)["wilcoxon_p"] == pytest.approx(2 / 32)
+    # differences +0.1, -0.2, +0.3, +0.4, +0.5: ranks 1..5, the negative rank sum is 2; sign patterns with a rank
+    # sum <= 2 are {}, {1}, {2}, so p = 2 x 3/32
+    mixed = paired_p_values([0.6, 0.3, 0.8, 0.9, 1.0], control)
+    assert mixed["wilcoxon_p"] == pytest.approx(6 / 32)
+    # the paired t-test is the one-sample t-test of the differences: 0.1, -0.2, 0.3, 0.4, 0.5
+    d = [0.1, -0.2, 0.3, 0.4, 0.5]
+    t = (sum(d) / 5) / (math.sqrt(sum((x - sum(d) / 5) ** 2 for x in d) / 4) / math.sqrt(5))
+    assert mixed["paired_t_p"] == pytest.approx(2 * stats.t.sf(abs(t), df=4))
+    assert mixed["paired_t_p"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)
+    # differences 1, 2, 3: t = 2 / (1 / sqrt 3) = sqrt 12 on 2 degrees of freedom, where the t distribution's
+    # two-sided tail is 1 - t / sqrt(2 + t^2) = 1 - sqrt(6/7)
+    assert paired_p_values([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])["paired_t_p"] == pytest.approx(1 - math.sqrt(6 / 7))
+    # p is symmetric in the sign (two-sided), 1 without any difference, and undefined for a single pair
+    assert paired_p_values(control, [0.6, 0.3, 0.8, 0.9, 1.0]) == pytest.approx(mixed)
+    assert paired_p_values(control, control) == {"wilcoxon_p": 1.0, "paired_t_p": 1.0}
+    assert all(math.isnan(p) for p in paired_p_values([1.0], [0.0]).values())
+    with pytest.raises(ValueError):
+        paired_p_values([1.0, 2.0], [0.0])
+
+
 def test_samplers_benchmark_runs_every_sampler_at_the_same_budget(tmp_path, capsys):
     from benchmarks.samplers import main
 
@@ -51,9 +81,17 @@ def test_samplers_benchmark_runs_every_sampler_at_the_same_budget(tmp_path, caps
     assert paired["mean_gain"] == pytest.approx(statistics.fmean(gains))
     assert paired["standard_error"] == pytest.approx(statistics.stdev(gains) / 2 ** 0.5)
     assert paired["seeds_won"] == sum(g > 0 for g in gains) and paired["seeds"] == 2
+    from benchmarks.samplers import paired_p_values
+
+    tpe_hv, random_hv = [r["hypervolume"] for r in result["rows"][2:]], [r["hypervolume"] for r in result["rows"][:2]]
+    expected = paired_p_values(tpe_hv, random_hv)
+    assert {k: paired[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+    assert paired["alternative"] == "two-sided" and "Wilcoxon" in paired["test"] and "t-test" in paired["test"]
+    assert paired["wilcoxon_smallest_p"] == 0.5  # 2 seeds: 2 of the 4 sign patterns at best
     assert set(result["paired"]) == {"tpe"}
     printed = capsys.readouterr().out
     assert "mean HV" in printed and "random" in printed and "tpe minus random at the same seed" in printed
+    assert "two-sided p = " in printed and "(Wilcoxon signed-rank)" in printed and "(paired t-test)" in printed
 
 
 def test_samplers_benchmark_rejects_unknown_samplers(capsys):
