@@ -145,3 +145,79 @@ def test_compression_benchmark_rows_are_ratios_against_the_fp32_teacher(tmp_path
     assert pruned["reference_latency_ms"] == references[1]["latency_ms"]
     assert pruned["speedup_batch1"] == references[1]["latency_ms"] / pruned["latency_ms"]
     assert "speedup" in capsys.readouterr().out
+
+
+def test_timing_benchmark_recycles_the_timing_process_and_times_alone_and_under_training_load(
+        trained_tiny, demo_split, tokenizer_dir, tmp_path, monkeypatch):
+    import math
+    import os
+    import statistics
+    from dataclasses import replace
+
+    from benchmarks.timing import LoadJob, TrainingLoad, export_candidates, measure, table
+    from study.config import MeasureSettings, TrainSettings
+
+    monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))  # this test's own lock, not the machine's
+    model, tok = trained_tiny
+    torch_dir, onnx_dir, candidates = export_candidates(model, tok, tmp_path / "bundles", 64, demo_split.label_names,
+                                                        ["onnx_dynamic_int8"])
+    settings = replace(MeasureSettings(), warmup=2, warmup_seconds=0.0, latency_examples=8, repeats=2,
+                       min_pass_seconds=0.01, throughput_batches=2, throughput_batch_size=4, paired_blocks=3,
+                       timing_process_tasks=2, max_attempts=1)
+    job = LoadJob(demo_split.train.texts, demo_split.train.labels, demo_split.validation.texts,
+                  demo_split.validation.labels, demo_split.label_names, tokenizer_dir,
+                  TrainSettings(max_epochs=2, patience=1, max_length=64, batch_size=16), threads=1)
+    with TrainingLoad(job, workers=2, max_seconds=240) as training:
+        result = measure(torch_dir, onnx_dir, candidates, demo_split.test.texts, settings, tasks=5, load=training,
+                         rounds=1)
+    assert training.exitcodes == [0, 0] and not training.processes  # stopped when asked, before their bounds
+    (drift,) = result["drift"]
+    rows = drift["rows"]
+    assert [r["task"] for r in rows] == [1, 2, 3, 4, 5]
+    # a fresh timing process exactly every 2 tasks: pids a a b b c, each counting its own tasks from 1
+    pids = [r["pid"] for r in rows]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] and len(set(pids)) == 3 and os.getpid() not in pids
+    assert [r["process_task"] for r in rows] == [1, 2, 1, 2, 1]
+    summary = drift["summary"]
+    assert [(p["pid"], p["tasks"], p["process_tasks"]) for p in summary["processes"]] == [
+        (pids[0], 2, [1, 2]), (pids[2], 2, [1, 2]), (pids[4], 1, [1])]
+    # the ratios recomputed from the rows
+    assert summary["processes"][1]["latency_last_over_first"] == pytest.approx(rows[3]["latency_ms"]
+                                                                                / rows[2]["latency_ms"])
+    assert summary["processes"][0]["teacher_last_over_first"] == pytest.approx(
+        rows[1]["teacher_latency_ms"] / rows[0]["teacher_latency_ms"])
+    assert summary["processes"][2]["latency_last_over_first"] == 1.0  # one task: its own first and last
+    latencies = [r["latency_ms"] for r in rows]
+    assert summary["latency_max_over_min"] == pytest.approx(max(latencies) / min(latencies))
+    outside = sum(not (b["speedup_ci"][0] <= a["speedup"] <= b["speedup_ci"][1])
+                  for a in rows for b in rows if a is not b)
+    assert summary["speedup_pairs"] == 20 and summary["speedup_pairs_outside"] == outside
+    assert summary["speedups_within_intervals"] == (outside == 0)
+    for value in (summary["latency_max_over_min"], summary["teacher_latency_max_over_min"],
+                  summary["speedup_max_over_min"]):
+        assert math.isfinite(value) and value >= 1.0
+    for value in (p[k] for p in summary["processes"] for k in ("latency_last_over_first", "teacher_last_over_first",
+                                                               "speedup_last_over_first")):
+        assert math.isfinite(value) and value > 0
+    for r in rows:
+        assert r["speedup_ci"][0] <= r["speedup"] <= r["speedup_ci"][1] and r["latency_ms"] > 0
+    # alone, loaded, alone: the workers step only while loaded, and are stopped cleanly afterwards
+    load = result["load"]
+    phases = load["phases"]
+    assert [p["kind"] for p in phases] == ["alone", "loaded", "alone"]
+    assert phases[1]["load_held"] and all(s > 0 for s in phases[1]["worker_steps_in_process"])
+    for p in (phases[0], phases[2]):
+        assert p["worker_steps_paired"] == [0, 0] and p["worker_steps_in_process"] == [0, 0]
+    assert len({p["paired"]["onnx_dynamic_int8"]["pid"] for p in phases}) == 1  # one timing process throughout
+    s = load["summary"]["onnx_dynamic_int8"]
+    for part, key in (("paired", "latency_ms"), ("paired", "speedup"), ("in_process", "latency_ms")):
+        alone = statistics.median([phases[0][part]["onnx_dynamic_int8"][key],
+                                   phases[2][part]["onnx_dynamic_int8"][key]])
+        loaded = phases[1][part]["onnx_dynamic_int8"][key]
+        assert s[f"{part}_{key}_ratio"] == pytest.approx(loaded / alone)
+        assert 0 < s[f"{part}_{key}_ratio"] and math.isfinite(s[f"{part}_{key}_ratio"])
+    assert s["paired_within_goal"] == (abs(s["paired_latency_ms_ratio"] - 1) <= 0.1
+                                       and abs(s["paired_speedup_ratio"] - 1) <= 0.1)
+    printed = table({**result, "teacher": "scratch-tiny", "test_examples": len(demo_split.test),
+                     "settings": {"paired_blocks": 3, "threads": 1}, "lock_dir": str(tmp_path), "machine": "here"})
+    assert "last / first task" in printed and "in-process" in printed and "load held: yes" in printed
