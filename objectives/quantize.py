@@ -78,14 +78,22 @@ class Scheme:
     quantizes: str
     build: Callable[..., tuple[TorchPredictor | OnnxPredictor, tuple[Path, ...]]]
     needs_calibration: bool = False
+    unavailable: Callable[[], str | None] = lambda: None  # why this machine cannot serve it (None: it can)
+
+
+def unavailable_schemes(schemes) -> dict[str, str]:
+    """Which of ``schemes`` this machine cannot serve, each with the reason (checked before any trial)."""
+    reasons = {name: SCHEMES[name].unavailable() for name in schemes if name in SCHEMES}
+    return {name: why for name, why in reasons.items() if why}
 
 
 SCHEMES: dict[str, Scheme] = {}
 
 
-def register(name: str, runtime: str, quantizes: str, needs_calibration: bool = False):
+def register(name: str, runtime: str, quantizes: str, needs_calibration: bool = False,
+             unavailable: Callable[[], str | None] | None = None):
     def wrap(fn):
-        SCHEMES[name] = Scheme(name, runtime, quantizes, fn, needs_calibration)
+        SCHEMES[name] = Scheme(name, runtime, quantizes, fn, needs_calibration, unavailable or (lambda: None))
         return fn
     return wrap
 
@@ -129,6 +137,13 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _bf16_unavailable() -> str | None:
+    if cpu_supports_bf16():
+        return None
+    return ("bf16 needs a CPU with AVX512-BF16 or AMX-BF16; this CPU has neither, and emulated bf16 would not "
+            "measure what a deployment gets")
+
+
 @register("none", "pytorch", "nothing: fp32 weights, served by PyTorch")
 def _fp32_torch(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
     model.save_pretrained(str(out), safe_serialization=True)
@@ -136,11 +151,11 @@ def _fp32_torch(model: nn.Module, out: Path, config: QuantConfig, calibration: B
     return TorchPredictor(model), files
 
 
-@register("bf16", "pytorch", "all weights bf16 (embeddings included), bf16 arithmetic; served by PyTorch")
+@register("bf16", "pytorch", "all weights bf16 (embeddings included), bf16 arithmetic; served by PyTorch",
+          unavailable=_bf16_unavailable)
 def _bf16_torch(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
-    if not cpu_supports_bf16():
-        raise SchemeUnavailable("bf16 needs a CPU with AVX512-BF16 or AMX-BF16; this CPU has neither, and "
-                                "emulated bf16 would not measure what a deployment gets")
+    if (why := _bf16_unavailable()) is not None:
+        raise SchemeUnavailable(why)
     model = model.to(torch.bfloat16)
     model.save_pretrained(str(out), safe_serialization=True)
     files = tuple(sorted(p for p in out.iterdir() if p.suffix in (".safetensors", ".json")))

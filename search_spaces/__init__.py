@@ -51,6 +51,21 @@ class SearchSpace:
             return (DEFAULTS[name],) if name in DEFAULTS else ()
         return p.choices if p.type == "categorical" else (p.value,) if p.type == "fixed" else ()
 
+    def without_choices(self, name: str, dropped: set[Any]) -> SearchSpace:
+        """The same space with some choices of a categorical parameter removed (e.g. schemes this machine
+        cannot serve); an error if none would be left, or if a fixed parameter holds a dropped value."""
+        p = self.get(name)
+        if p is None or not dropped & set(self.choices(name)):
+            return self
+        if p.type == "fixed":
+            raise UserError(f"search space {self.source}: {name} is fixed to {p.value!r}, which cannot be used here")
+        kept = tuple(c for c in p.choices if c not in dropped)
+        if not kept:
+            raise UserError(f"search space {self.source}: none of the {name} choices "
+                            f"({', '.join(map(str, p.choices))}) can be used here")
+        params = tuple(Param(name, "categorical", choices=kept) if q.name == name else q for q in self.params)
+        return SearchSpace(self.name, self.source, params)
+
     def pinned(self, **values: Any) -> SearchSpace:
         """The same space with some parameters fixed (an ablation cell)."""
         unknown = set(values) - set(PARAMETERS)

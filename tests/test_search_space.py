@@ -67,3 +67,30 @@ def test_suggest_stays_in_bounds_and_pins_fixed_values():
         assert values["prune_kind"] in {"l1_unstructured", "heads", "ffn", "heads_ffn"}
         assert values["calibration"] in {"minmax", "entropy", "percentile"}
         study.tell(trial, [0.0, 1.0, 1.0])
+
+
+def test_schemes_this_cpu_cannot_serve_are_dropped_before_the_study(monkeypatch):
+    import objectives.quantize as quantize
+    from objectives.trial import servable_space
+
+    monkeypatch.setattr(quantize, "cpu_supports_bf16", lambda: False)
+    space, dropped = servable_space(load_space("default"))
+    assert list(dropped) == ["bf16"] and "AVX512-BF16" in dropped["bf16"]
+    assert space.choices("quant_scheme") == ("none", "torch_dynamic_int8", "onnx_fp32", "onnx_dynamic_int8",
+                                             "onnx_static_int8")
+    monkeypatch.setattr(quantize, "cpu_supports_bf16", lambda: True)
+    space, dropped = servable_space(load_space("default"))
+    assert dropped == {} and "bf16" in space.choices("quant_scheme")
+
+
+def test_a_space_of_only_unservable_schemes_is_an_error(monkeypatch, tmp_path):
+    import objectives.quantize as quantize
+    from objectives.trial import servable_space
+
+    monkeypatch.setattr(quantize, "cpu_supports_bf16", lambda: False)
+    only_bf16 = parse_space({**BASE, "quant_scheme": {"type": "categorical", "choices": ["bf16"]}},
+                            source="s.yaml", name="s")
+    with pytest.raises(UserError, match="none of the quant_scheme choices"):
+        servable_space(only_bf16)
+    with pytest.raises(UserError, match="fixed to 'bf16'"):
+        servable_space(load_space("default").pinned(quant_scheme="bf16"))
