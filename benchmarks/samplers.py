@@ -16,7 +16,7 @@ import optuna
 
 from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_process, load_split, names, study_config
 from objectives.quantize import SchemeUnavailable
-from objectives.trial import DIRECTIONS, check_space, objective
+from objectives.trial import DIRECTIONS, check_space, objective, servable_space
 from search_spaces import load_space
 from study.config import SAMPLERS, StudyConfig
 from study.context import TrialContext
@@ -34,17 +34,17 @@ UNUSED_WITHOUT_STUDENT = {"temperature": 1.0, "kd_lambda": 0.0}  # pinned: no di
 
 
 def hypervolume(points: list[tuple[float, float, float]], teacher: dict[str, float]) -> float:
-    """Hypervolume of (macro-F1, latency, size) points, normalised by the fp32 teacher.
+    """Hypervolume of (validation macro-F1, latency relative to the fp32 teacher, size) points.
 
-    Each point becomes (-macro-F1, latency / teacher latency, size / teacher size), all minimised; the
+    Each point becomes (-macro-F1, relative latency, size / teacher size), all minimised; the
     reference point is (0, 1, 1): a model with no skill, as slow and as large as the teacher. Points
     outside that box add nothing. The result lies in [0, 1].
     """
     from optuna._hypervolume import compute_hypervolume  # Optuna's own WFG implementation
 
     reference = np.array([0.0, 1.0, 1.0])
-    scaled = np.array([[-f1, latency / teacher["teacher_latency_ms"], size / teacher["teacher_size_mb"]]
-                       for f1, latency, size in points], dtype=float).reshape(-1, 3)
+    scaled = np.array([[-f1, relative, size / teacher["teacher_size_mb"]]
+                       for f1, relative, size in points], dtype=float).reshape(-1, 3)
     inside = scaled[(scaled < reference).all(axis=1)]
     if len(inside) == 0:
         return 0.0
@@ -62,6 +62,7 @@ def _prepare(cfg: StudyConfig, data: Path | None, student_name: str):
         check_student_fits(teacher_spec, student)
     space = load_space(cfg.space)
     check_space(space)
+    space, _ = servable_space(space)  # schemes this machine cannot serve are not searched
     if student is None:  # compressing the teacher itself: T and lambda do nothing, so they are not searched
         space = space.pinned(**UNUSED_WITHOUT_STUDENT)
     corpus, split = load_split(cfg, data)
@@ -77,17 +78,22 @@ def one_run(cfg: StudyConfig, data: Path | None, student_name: str, sampler: str
         split = replace(split, test=limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed))
     with tempfile.TemporaryDirectory(prefix="bench-samplers-") as tmp:
         workdir = Path(tmp)
-        reference = measure_reference(teacher, split, cfg, workdir)
-        reference = {k: reference[k] for k in ("teacher_macro_f1", "teacher_latency_ms", "teacher_size_mb")}
-        ctx = TrialContext(
-            study_name="bench-samplers", split=split, teacher=teacher, student=student,
-            scratch_tokenizer_dir=scratch_tokenizer(split, cfg.cache_dir) if student and student.from_scratch else None,
-            space=space, train=cfg.train, measure=cfg.measure, seed=cfg.seed, workdir=workdir,
-            data_facts=MappingProxyType({}))
-        study = optuna.create_study(directions=list(DIRECTIONS), sampler=make_sampler(sampler, seed))
-        start = time.perf_counter()
-        study.optimize(lambda trial: list(objective(trial, ctx).values), n_trials=n_trials, catch=(SchemeUnavailable,))
-        seconds = time.perf_counter() - start
+        ref, timer = measure_reference(teacher, split, cfg, workdir)
+        try:
+            reference = {k: ref.metrics[k] for k in ("teacher_macro_f1", "teacher_latency_ms", "teacher_size_mb")}
+            ctx = TrialContext(
+                study_name="bench-samplers", split=split, teacher=teacher, student=student,
+                scratch_tokenizer_dir=(scratch_tokenizer(split, cfg.cache_dir) if student and student.from_scratch
+                                       else None),
+                space=space, train=cfg.train, measure=cfg.measure, seed=cfg.seed, workdir=workdir,
+                data_facts=MappingProxyType({}), timer=timer, teacher_test_predictions=ref.test_predictions)
+            study = optuna.create_study(directions=list(DIRECTIONS), sampler=make_sampler(sampler, seed))
+            start = time.perf_counter()
+            study.optimize(lambda trial: list(objective(trial, ctx).values), n_trials=n_trials,
+                           catch=(SchemeUnavailable,))
+            seconds = time.perf_counter() - start
+        finally:
+            timer.close()
     done = [list(t.values) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     say(f"[bench] {sampler:<6} seed {seed}: {len(done)}/{n_trials} trials, front {len(study.best_trials)}, "
         f"{seconds:.0f}s; fp32 teacher {reference['teacher_latency_ms']:.2f} ms in this process")

@@ -57,6 +57,48 @@ def evaluate(predictor, test: Encoded, labels: np.ndarray, pad_id: int, batch_si
     return Quality(macro_f1(labels, predictions), float(accuracy_score(labels, predictions)), predictions)
 
 
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def macro_f1_rows(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
+    """Macro-F1 of every row of ``labels``/``predictions`` (2-D, one resample a row), as scikit-learn computes
+    it (classes absent from both a row's labels and predictions are left out; F1 of 0 where undefined)."""
+    rows = labels.shape[0]
+    cells = (np.arange(rows)[:, None] * classes * classes + labels * classes + predictions).ravel()
+    confusion = np.bincount(cells, minlength=rows * classes * classes).reshape(rows, classes, classes)
+    tp = np.einsum("rkk->rk", confusion).astype(float)
+    true_counts, predicted_counts = confusion.sum(axis=2), confusion.sum(axis=1)
+    denominator = true_counts + predicted_counts
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    present = denominator > 0
+    return (f1 * present).sum(axis=1) / present.sum(axis=1)
+
+
+def bootstrap_macro_f1(labels: np.ndarray, predictions: np.ndarray, reference: np.ndarray | None = None,
+                       resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> tuple[Interval, Interval | None]:
+    """95% percentile-bootstrap intervals, resampling texts with replacement: of macro-F1, and (with
+    ``reference``, another model's predictions on the same texts) of the paired difference
+    macro-F1(predictions) - macro-F1(reference), both scored on the same resampled texts."""
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    classes = int(max(labels.max(), predictions.max(), -1 if reference is None else np.max(reference))) + 1
+    index = np.random.default_rng(seed).integers(0, len(labels), size=(resamples, len(labels)))
+    scores = macro_f1_rows(labels[index], predictions[index], classes)
+    interval = Interval(*np.percentile(scores, [2.5, 97.5]).tolist())
+    if reference is None:
+        return interval, None
+    delta = scores - macro_f1_rows(labels[index], np.asarray(reference)[index], classes)
+    return interval, Interval(*np.percentile(delta, [2.5, 97.5]).tolist())
+
+
 def measure_speed(predictor, test: Encoded, pad_id: int, settings: MeasureSettings) -> Speed:
     """Batch-1 latency over real test texts (their own lengths) and batch throughput, after warm-up.
 
@@ -133,33 +175,51 @@ def _timed(call: Callable, singles: list, batches: list, batch_lengths: list[int
 
 def _timed_steady(call: Callable, singles: list, batches: list, batch_lengths: list[int], settings: MeasureSettings,
                   runtime: str) -> Speed:
-    # Warm-up: at least ``settings.warmup`` calls and ``settings.warmup_seconds`` of them (the CPU and the
-    # allocator settle), then one untimed pass over every timed input, so that each input shape has been
-    # seen once (runtimes build and cache kernels per shape on first sight; timing those first calls made
-    # the first pass, and the first model timed in a process, look slower).
+    warm_up(call, singles, settings)
+    times, pass_medians = [], []
+    for _ in range(settings.repeats):
+        this_pass = latency_pass(call, singles, settings.min_pass_seconds)
+        times.extend(this_pass)
+        pass_medians.append(statistics.median(this_pass))
+    rate = throughput(call, batches, batch_lengths, settings)
+    return Speed(latency_ms=statistics.median(times), latency_iqr_ms=iqr(times), throughput_per_s=rate,
+                 batch_size=settings.throughput_batch_size, threads=settings.threads, runtime=runtime,
+                 latency_cv=cv(pass_medians))
+
+
+def warm_up(call: Callable, singles: list, settings: MeasureSettings) -> None:
+    """At least ``settings.warmup`` calls lasting ``settings.warmup_seconds`` (the CPU and the allocator
+    settle), then one untimed pass over every timed input, so that each input shape has been seen once
+    (runtimes build and cache kernels per shape on first sight; timing those first calls made the first
+    pass, and the first model timed in a process, look slower)."""
     start, i = time.perf_counter(), 0
     while i < settings.warmup or time.perf_counter() - start < settings.warmup_seconds:
         call(singles[i % len(singles)])
         i += 1
     for item in singles:
         call(item)
-    # A timed pass is one or more whole sweeps over the inputs, until it lasts ``min_pass_seconds``: with a
-    # fast model one sweep takes a few tens of ms, and a disturbance that long (another process's time
-    # slice) moved a whole pass's median (CV up to 15% here for sub-millisecond models).
-    times, pass_medians = [], []
-    for _ in range(settings.repeats):
-        this_pass, pass_start = [], time.perf_counter()
-        while not this_pass or time.perf_counter() - pass_start < settings.min_pass_seconds:
-            for item in singles:
-                start = time.perf_counter()
-                call(item)
-                this_pass.append((time.perf_counter() - start) * 1000.0)
-        times.extend(this_pass)
-        pass_medians.append(statistics.median(this_pass))
-    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0], 0, times[0])
-    for item in batches:  # warm-up at every batch shape
+
+
+def latency_pass(call: Callable, singles: list, min_seconds: float) -> list[float]:
+    """One timed pass: whole sweeps over the inputs, one call each, until the pass lasts ``min_seconds``
+    (with a fast model one sweep takes a few tens of ms, and a disturbance that long, another process's
+    time slice, moved a whole pass's median: CV up to 15% here for sub-millisecond models). Returns the
+    calls' milliseconds."""
+    this_pass, pass_start = [], time.perf_counter()
+    while not this_pass or time.perf_counter() - pass_start < min_seconds:
+        for item in singles:
+            start = time.perf_counter()
+            call(item)
+            this_pass.append((time.perf_counter() - start) * 1000.0)
+    return this_pass
+
+
+def throughput(call: Callable, batches: list, batch_lengths: list[int], settings: MeasureSettings) -> float:
+    """Examples per second: the median over ``settings.repeats`` passes of whole sweeps over ``batches``
+    (each pass lasting at least ``min_pass_seconds``), after one warm-up call at every batch shape."""
+    for item in batches:
         call(item)
-    rates = []  # examples per second of each timed pass (whole sweeps over all the batches)
+    rates = []
     for _ in range(settings.repeats):
         examples, start = 0, time.perf_counter()
         while examples == 0 or time.perf_counter() - start < settings.min_pass_seconds:
@@ -167,10 +227,19 @@ def _timed_steady(call: Callable, singles: list, batches: list, batch_lengths: l
                 call(item)
             examples += sum(batch_lengths)
         rates.append(examples / (time.perf_counter() - start))
-    cv = statistics.pstdev(pass_medians) / statistics.fmean(pass_medians) if len(pass_medians) > 1 else 0.0
-    return Speed(latency_ms=statistics.median(times), latency_iqr_ms=q3 - q1,
-                 throughput_per_s=statistics.median(rates), batch_size=settings.throughput_batch_size,
-                 threads=settings.threads, runtime=runtime, latency_cv=cv)
+    return statistics.median(rates)
+
+
+def iqr(times: list[float]) -> float:
+    if len(times) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return q3 - q1
+
+
+def cv(values: list[float]) -> float:
+    """Coefficient of variation (population std / mean); 0 for fewer than two values."""
+    return statistics.pstdev(values) / statistics.fmean(values) if len(values) > 1 else 0.0
 
 
 def machine_facts() -> dict[str, str]:

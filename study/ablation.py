@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import closing
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ import optuna
 
 from objectives.baseline import run_baseline
 from objectives.measure import machine_facts
-from objectives.trial import check_space, objective
+from objectives.trial import check_space, objective, servable_space
 from search_spaces import load_space
 from study.config import StudyConfig
 from study.context import TrialContext
@@ -22,7 +23,7 @@ from study.data import limit_part, split_corpus
 from study.errors import UserError
 from study.models import ModelSpec, build_model, check_loadable, resolve_model
 from study.progress import say
-from study.runner import resolve_data
+from study.runner import measure_reference, resolve_data
 from study.stores import check_reachable
 from study.teacher import prepare_teacher, scratch_tokenizer
 from study.tracking import Tracker
@@ -118,6 +119,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                         "so students made of a teacher's own layers are for the pareto objective only")
     space = load_space(cfg.space)
     check_space(space.pinned(prune_kind=ab.prune_kind, quant_scheme=ab.quant_scheme))
+    servable_space(space.pinned(quant_scheme=ab.quant_scheme))  # exits 2 if this machine cannot serve it
     for spec in (*teachers, *students):
         check_loadable(spec)
     corpus = resolve_data(cfg)
@@ -167,37 +169,40 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
             for tspec in teachers:
                 teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
                                           progress=not cfg.quiet)
-                reference: dict[str, float] = {}
-                for cell in (c for c in cells if c.teacher == tspec.name):
-                    t, lam = kd[tspec.name]
-                    pinned = space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
-                                          prune_ratio=ab.prune_ratio if cell.prune else 0.0,
-                                          quant_scheme=ab.quant_scheme if cell.quant else "none",
-                                          calibration=ab.calibration)
-                    student = next((s for s in students if s.name == cell.student), None)
-                    ctx = TrialContext(study_name=f"{cfg.study_name}.ablation", split=split, teacher=teacher,
-                                       student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
-                                       measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
-                                       show_progress=not cfg.quiet)
-                    began = time.perf_counter()
-                    outcome = objective(optuna.trial.FixedTrial({}), ctx)
-                    shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
-                    metrics = dict(outcome.metrics)
-                    if cell.technique == "teacher":
-                        reference = metrics
-                    metrics["speedup"] = reference["latency_ms"] / metrics["latency_ms"]
-                    metrics["speedup_allcores"] = reference["latency_ms_allcores"] / metrics["latency_ms_allcores"]
-                    metrics["compression_ratio"] = reference["size_mb"] / metrics["size_mb"]
-                    metrics["macro_f1_delta"] = metrics["macro_f1"] - reference["macro_f1"]
-                    rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, cell.technique,
-                                         cell.model, cell, metrics, outcome.params))
-                    predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
-                    say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
-                        f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
-                        f"speedup {metrics['speedup']:.2f}x  {metrics['size_mb']:.2f} MB  "
-                        f"({time.perf_counter() - began:.0f}s)")
+                # every row timed from its bundle in a separate process, paired with this fp32 teacher; Δ F1
+                # against the teacher the students learn from (with its TF-IDF member, if it has one)
+                ref, timer = measure_reference(teacher, split, cfg, workdir / f"reference-{tspec.name}-{repeat}")
+                teacher_f1 = ref.metrics["teacher_macro_f1"]
+                with closing(timer):
+                    for cell in (c for c in cells if c.teacher == tspec.name):
+                        t, lam = kd[tspec.name]
+                        pinned = space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
+                                              prune_ratio=ab.prune_ratio if cell.prune else 0.0,
+                                              quant_scheme=ab.quant_scheme if cell.quant else "none",
+                                              calibration=ab.calibration)
+                        student = next((s for s in students if s.name == cell.student), None)
+                        ctx = TrialContext(study_name=f"{cfg.study_name}.ablation", split=split, teacher=teacher,
+                                           student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
+                                           measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
+                                           show_progress=not cfg.quiet, teacher_test_predictions=ref.test_predictions,
+                                           timer=timer)
+                        began = time.perf_counter()
+                        outcome = objective(optuna.trial.FixedTrial({}), ctx)
+                        shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
+                        metrics = dict(outcome.metrics)
+                        metrics["speedup"] = metrics["speedup_vs_teacher"]  # paired in the timing process
+                        metrics["compression_ratio"] = ref.metrics["teacher_size_mb"] / metrics["size_mb"]
+                        metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
+                        metrics["teacher_macro_f1"] = teacher_f1
+                        rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, cell.technique,
+                                             cell.model, cell, metrics, outcome.params))
+                        predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
+                        say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
+                            f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
+                            f"speedup {metrics['speedup']:.2f}x  {metrics['size_mb']:.2f} MB  "
+                            f"({time.perf_counter() - began:.0f}s)")
         labels = corpus.label_names
-        files = write_report(rows, predictions, labels, split_corpus(corpus, seed=cfg.seed).test.labels, cfg, ab,
+        files = write_report(rows, predictions, labels, base_split.test.labels, cfg, ab,
                              tracker, ab.out)
         for path in files:
             tracker.log_artifact(parent, path, "report")

@@ -15,7 +15,6 @@ from study.tracking import RUN_ID_ATTR, Tracker
 
 TRIAL_PARAMS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
 BUNDLE_ARTIFACT = "bundle"  # run artifact folder holding the trial's deployable model bundle
-KEEP_MODELS = ("pareto", "all", "none")
 KILLED_REASON = "the worker running this trial stopped sending heartbeats (killed or crashed)"
 
 
@@ -46,6 +45,13 @@ class TrialTracker:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         return run_id
 
+    def log_bundle(self, trial: optuna.Trial, folder: Path) -> None:
+        """Store the trial's model bundle in its run before Optuna records the trial as complete, so a kill
+        between the two never leaves a completed (possibly Pareto-optimal) trial without its model."""
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id and self.keep_models != "none" and folder.exists():
+            self.tracker.log_artifacts(run_id, folder, BUNDLE_ARTIFACT)
+
     def killed(self, trial: optuna.Trial, reason: str) -> None:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
@@ -55,12 +61,10 @@ class TrialTracker:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id is None:
             return
+        folder = self.bundle_dir(trial.number) if self.bundle_dir else None
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
         if trial.state == TrialState.COMPLETE:
-            folder = self.bundle_dir(trial.number) if self.bundle_dir else None
-            if folder is not None and folder.exists():
-                if self.keep_models != "none":
-                    self.tracker.log_artifacts(run_id, folder, BUNDLE_ARTIFACT)
-                shutil.rmtree(folder, ignore_errors=True)
             finish_run(self.tracker, trial)
         elif trial.state == TrialState.FAIL:
             reason = trial.user_attrs.get("failure_reason", "the objective returned invalid values (NaN?)")

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
+
+from objectives.timing import PairedTimer
 from search_spaces import SearchSpace
 from study.config import MeasureSettings, TrainSettings
 from study.data import DataSplit
@@ -40,6 +43,8 @@ class TrialContext:
     workdir: Path
     data_facts: MappingProxyType  # str -> str, logged with every run
     show_progress: bool = False  # an epochs bar while distilling (on a terminal only)
+    timer: PairedTimer | None = None  # times exported bundles in a separate process (None: in this one)
+    teacher_test_predictions: np.ndarray | None = None  # the teacher's on the test texts (for paired intervals)
 
     def trial_seed(self, number: int) -> int:
         return self.seed + number

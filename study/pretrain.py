@@ -8,6 +8,7 @@ import time
 import numpy as np
 import torch
 
+from objectives.timing_lock import training_step
 from study.training import Encoded, bucketed_batches, step, train_threads
 
 
@@ -36,8 +37,10 @@ def mlm_pretrain(model, tokenizer, texts: Encoded, *, epochs: int, learning_rate
         losses = []
         for index in bucketed_batches(texts, batch_size, rng):
             batch = collate([{"input_ids": texts.ids[i].tolist()} for i in index])
-            loss = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-            losses.append(step(loss, mlm, optimizer, schedule, f"masked-LM pre-training epoch {epoch}"))
+            with training_step():  # waits while a study on this machine is timing an artifact
+                loss = mlm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           labels=batch["labels"]).loss
+                losses.append(step(loss, mlm, optimizer, schedule, f"masked-LM pre-training epoch {epoch}"))
         log(f"[teacher] masked-LM pre-training epoch {epoch}/{epochs}: loss {np.mean(losses):.3f}")
     missing, unexpected = model.bert.load_state_dict(mlm.bert.state_dict(), strict=False)
     if unexpected or any(not key.startswith("pooler.") for key in missing):

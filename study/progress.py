@@ -33,22 +33,23 @@ class TrialProgress:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         from study.callbacks import trial_params
+        from study.front import pruning_label
 
         self.last_state = trial.state
         if trial.state != TrialState.COMPLETE:
             return
         done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         self.bar.n = min(len(done), self.n_trials)
-        self.bar.set_postfix(best_f1=f"{max(t.values[0] for t in done):.4f}",
-                             min_ms=f"{min(t.values[1] for t in done):.3f}",
+        self.bar.set_postfix(best_val_f1=f"{max(t.values[0] for t in done):.4f}",
+                             min_latency=f"{min(t.values[1] for t in done):.3f}x",
                              min_mb=f"{min(t.values[2] for t in done):.2f}", refresh=True)
         if self.quiet:
             return
         p, v = trial_params(trial), trial.values
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
         say(f"[{self.study_name}] trial {trial.number} done ({len(done)}/{self.n_trials}, {seconds:.0f}s): "
-            f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} prune={p['prune_kind']} {p['prune_ratio']:.2f} "
-            f"quant={p['quant_scheme']} -> macro-F1 {v[0]:.4f}, {v[1]:.3f} ms, {v[2]:.2f} MB")
+            f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} {pruning_label(p['prune_kind'], p['prune_ratio'])} "
+            f"quant={p['quant_scheme']} -> validation macro-F1 {v[0]:.4f}, latency {v[1]:.3f}x the teacher's, {v[2]:.2f} MB")
 
     def close(self) -> None:
         self.bar.close()

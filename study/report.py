@@ -13,7 +13,9 @@ from plotly.offline import get_plotlyjs
 from objectives.trial import OBJECTIVES
 from study.front import completed, pareto_trials
 
-LABELS = {"macro_f1": "macro-F1 (test)", "latency_ms": "latency ms (batch 1)", "size_mb": "size MB"}
+LABELS = {"macro_f1_validation": "macro-F1 (validation)", "macro_f1": "macro-F1 (test)",
+          "latency_vs_teacher": "latency / fp32 teacher's (batch 1, paired)", "latency_ms": "latency ms (batch 1)",
+          "size_mb": "size MB"}
 REFERENCES = (("teacher", "fp32 teacher", "star", "black"), ("baseline", "TF-IDF + LR baseline", "diamond", "red"))
 
 
@@ -72,11 +74,11 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
         fig.update_layout(title=f"Optimization history: {LABELS[name]}")
         figs.append((f"history_{name}", fig))
     if len(trials) >= 2:
-        worst = [0.0, max(t.values[1] for t in trials) * 1.1, max(t.values[2] for t in trials) * 1.1]
+        worst = [0.0, max(max(t.values[1] for t in trials) * 1.1, 1.0), max(t.values[2] for t in trials) * 1.1]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fig = vis.plot_hypervolume_history(study, reference_point=worst)
-        fig.update_layout(title=f"Hypervolume over trials (reference point: F1 0, latency {worst[1]:.3g} ms, "
+        fig.update_layout(title=f"Hypervolume over trials (reference point: F1 0, latency {worst[1]:.3g}x the teacher's, "
                                 f"size {worst[2]:.3g} MB)")
     else:
         fig = _placeholder("Hypervolume over trials", "needs at least 2 completed trials")
@@ -91,8 +93,8 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:
             fig = _placeholder(title, f"not computable yet: {exc}")
         figs.append((f"importance_{name}", fig))
-    fig = vis.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=LABELS["macro_f1"])
-    fig.update_layout(title="Parallel coordinates (colour: macro-F1)")
+    fig = vis.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=LABELS["macro_f1_validation"])
+    fig.update_layout(title="Parallel coordinates (colour: validation macro-F1)")
     figs.append(("parallel_coordinates", fig))
     return figs
 
@@ -110,12 +112,13 @@ def merged_figure(studies: Sequence[optuna.Study], metrics: dict[str, float]) ->
         for group, opacity, suffix in ((on, 1.0, " (merged front)"), (off, 0.35, "")):
             if group:
                 fig.add_trace(go.Scatter(
-                    x=[t.values[1] for t in group], y=[t.values[0] for t in group], mode="markers", name=pair + suffix,
+                    x=[t.user_attrs.get("metrics", {}).get("latency_ms") for t in group], y=[t.values[0] for t in group],
+                    mode="markers", name=pair + suffix,
                     legendgroup=pair, opacity=opacity, marker={"size": 11 if suffix else 8},
                     text=[f"{pair} trial {t.number}, {t.values[2]:.2f} MB" for t in group], hoverinfo="text+x+y"))
-    _add_references(fig, reference_points(metrics), ("latency_ms", "macro_f1"))
+    _add_references(fig, reference_points(metrics), ("latency_ms", "macro_f1_validation"))
     fig.update_layout(title="Merged Pareto front across teacher/student pairs", xaxis_title=LABELS["latency_ms"],
-                      yaxis_title=LABELS["macro_f1"])
+                      yaxis_title=LABELS["macro_f1_validation"])
     return fig
 
 

@@ -73,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="base seed: data split, teacher, sampler; trial seed = "
                                                         "seed + trial number")
     p.add_argument("--sampler", choices=SAMPLERS, default=StudyConfig.sampler,
-                   help="Optuna sampler: multi-objective TPE (10 random start-up trials), NSGA-II (population 10) or random")
+                   help="Optuna sampler: multi-objective TPE (5 random start-up trials), NSGA-II (population 10) or random")
+    p.add_argument("--validation-size", type=float, default=StudyConfig.validation_size,
+                   help="fraction of the training part held out as validation texts: early stopping, the teacher's "
+                        "TF-IDF member weight and every choice of the search (its macro-F1 objective, the Pareto "
+                        "tags, picks) are made on them; test texts are only reported")
     p.add_argument("--space", default="default", help="search space: a name in search_spaces/ or a YAML path")
     p.add_argument("--threads", type=int, default=MeasureSettings.threads,
                    help="intra-op threads of the serving runtime while timing latency and throughput")
@@ -120,7 +124,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       teacher=args.teacher, students=students, n_trials=args.n_trials, timeout=args.timeout,
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
-                      heartbeat_s=args.heartbeat, workers=args.workers,
+                      heartbeat_s=args.heartbeat, workers=args.workers, validation_size=args.validation_size,
                       keep_models=args.keep_models, quiet=args.quiet,
                       measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))

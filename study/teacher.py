@@ -62,6 +62,17 @@ class TeacherArtifacts:
         """Validation macro-F1 of the network alone."""
         return self.validation_macro_f1 if self.network_validation_macro_f1 is None else self.network_validation_macro_f1
 
+    def predictions(self, texts, max_length: int) -> np.ndarray:
+        """The teacher's labels for ``texts`` (with its TF-IDF member, if it has one): what students learn from."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from study.training import encode, torch_logits
+
+        tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
+        model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
+        logits = torch_logits(model, encode(tokenizer, texts, max_length), tokenizer.pad_token_id)
+        return self.blend(logits, texts).argmax(axis=1)
+
     def blend(self, network_logits: np.ndarray, texts) -> np.ndarray:
         """The teacher's log-probabilities on ``texts``, given its network's logits on them."""
         if not self.tfidf_weight:

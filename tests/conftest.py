@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# This session's own machine-wide timing lock: its studies time and train as in production, without waiting on
+# another test session or benchmark that happens to run on the same machine.
+os.environ.setdefault("STUDY_TIMING_LOCK_DIR", tempfile.mkdtemp(prefix="study-timing-lock-"))
 
 UBMEC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ubmec" / "UBMEC.xlsx"
 

@@ -9,12 +9,13 @@ def test_hypervolume_is_the_dominated_box_volume_against_the_teacher():
     from benchmarks.samplers import hypervolume
 
     teacher = {"teacher_latency_ms": 10.0, "teacher_size_mb": 4.0}
+    # points are (validation macro-F1, latency relative to the teacher's, size MB)
     # one point at half the teacher's latency and size with macro-F1 0.5: a box of 0.5 x 0.5 x 0.5
-    assert hypervolume([(0.5, 5.0, 2.0)], teacher) == pytest.approx(0.125)
+    assert hypervolume([(0.5, 0.5, 2.0)], teacher) == pytest.approx(0.125)
     # a point slower than the teacher lies outside the reference box and adds nothing
-    assert hypervolume([(0.5, 5.0, 2.0), (0.9, 12.0, 1.0)], teacher) == pytest.approx(0.125)
+    assert hypervolume([(0.5, 0.5, 2.0), (0.9, 1.2, 1.0)], teacher) == pytest.approx(0.125)
     # a second, non-dominated point adds only the volume the first does not cover
-    both = hypervolume([(0.5, 5.0, 2.0), (0.8, 9.0, 2.0)], teacher)
+    both = hypervolume([(0.5, 0.5, 2.0), (0.8, 0.9, 2.0)], teacher)
     assert both == pytest.approx(0.125 + 0.8 * 0.1 * 0.5 - 0.5 * 0.1 * 0.5)
     assert hypervolume([], teacher) == 0.0
 

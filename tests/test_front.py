@@ -38,7 +38,7 @@ def test_merged_front_keeps_points_from_several_studies():
     merged = pareto_trials(a.trials + b.trials)
     assert [(t.user_attrs["study"], t.number) for t in merged] == [("a", 0), ("a", 1), ("b", 0)]
     frame = front_frame(merged)
-    assert list(frame["macro_f1"]) == [0.9, 0.8, 0.5]
+    assert list(frame["macro_f1_validation"]) == [0.9, 0.8, 0.5]
     assert list(itertools.chain(frame["study"])) == ["a", "b", "a"]
 
 
@@ -54,22 +54,33 @@ def test_front_vs_reference_picks_the_same_way_for_both(tmp_path):
                    "5,T,tiny,distil,40,36.0,7.9,14,55,7.6\n"
                    "6,T,T,prune,59,58.0,1.3,85,324,1.3\n")
 
-    def trial(f1, delta, speedup, compression, scheme):
+    def trial(f1, delta, validation_delta, speedup, compression, scheme):
         return optuna.trial.create_trial(
             values=[f1, 1.0, 1.0], user_attrs={
                 "teacher": "scratch-base", "student": "teacher-l2",
                 "resolved_params": {"prune_kind": "ffn", "prune_ratio": 0.1, "quant_scheme": scheme},
-                "metrics": {"macro_f1": f1, "macro_f1_delta_vs_teacher": delta, "speedup_vs_teacher": speedup,
-                            "compression_vs_teacher": compression}})
+                "metrics": {"macro_f1": f1, "macro_f1_delta_vs_teacher": delta,
+                            "macro_f1_validation_delta_vs_teacher": validation_delta,
+                            "macro_f1_ci_low": f1 - 0.02, "macro_f1_ci_high": f1 + 0.02,
+                            "macro_f1_delta_vs_teacher_ci_low": delta - 0.02,
+                            "macro_f1_delta_vs_teacher_ci_high": delta + 0.02,
+                            "speedup_vs_teacher": 2 * speedup, "speedup_vs_teacher_onnx": speedup,
+                            "speedup_vs_teacher_onnx_ci_low": speedup - 0.5,
+                            "speedup_vs_teacher_onnx_ci_high": speedup + 0.5, "compression_vs_teacher": compression}})
 
-    ours = our_points([trial(0.40, -0.01, 6.0, 5.0, "onnx_dynamic_int8"), trial(0.30, -0.11, 9.0, 6.0, "bf16")])
+    # the second trial is better on the test texts but worse on validation: picks follow validation
+    ours = our_points([trial(0.40, -0.01, -0.01, 6.0, 5.0, "onnx_dynamic_int8"),
+                       trial(0.45, 0.04, -0.015, 5.0, 5.0, "onnx_static_int8"),
+                       trial(0.30, -0.11, -0.11, 9.0, 6.0, "bf16")])
     paper = reference_points(ref)
     assert [p["delta_f1"] for p in paper] == [-24.0, -2.0]  # against the teacher row, table 4 ignored
     text = comparison_markdown(ours, paper, "test machine")
     lines = text.splitlines()
     first = lines[2]  # most accurate, >= 4x faster and smaller: ours -1 point, the paper's tiny -24
-    assert "onnx_dynamic_int8" in first and "-1.00" in first and "T -> tiny" in first and "-24.00" in first
-    fastest_within_3 = lines[3]
+    assert "onnx_dynamic_int8" in first and "-1.00 (-3.00 to +1.00), within noise" in first
+    assert "40.00 (38.00 to 42.00)" in first and "6.00x (5.50 to 6.50)" in first
+    assert "T -> tiny" in first and "-24.00" in first
+    fastest_within_3 = lines[3]  # the speed-up against the teacher's faster fp32 runtime (ONNX), not PyTorch's
     assert "6.00x" in fastest_within_3 and "T -> T (prune, Table 6)" in fastest_within_3
     assert "9.00x" in lines[5]  # fastest overall
 
@@ -77,14 +88,14 @@ def test_front_vs_reference_picks_the_same_way_for_both(tmp_path):
 def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
     from study.report import reference_points
 
-    metrics = {"teacher_macro_f1": 0.53, "teacher_latency_ms": 5.0, "teacher_size_mb": 21.6,
-               "baseline_macro_f1": 0.52, "baseline_latency_ms": 0.3, "baseline_size_mb": 9.0}
+    metrics = {"teacher_macro_f1_validation": 0.53, "teacher_latency_vs_teacher": 1.0, "teacher_size_mb": 21.6,
+               "baseline_macro_f1_validation": 0.52, "baseline_latency_vs_teacher": 0.06, "baseline_size_mb": 9.0}
     names = [name for name, *_ in reference_points({**metrics, "teacher_tfidf_weight": 0.0})]
     assert names == ["fp32 teacher", "TF-IDF + LR baseline"]
     (teacher, values, _, _), _ = reference_points({**metrics, "teacher_tfidf_weight": 0.8})
     assert teacher == "fp32 teacher (macro-F1 with its TF-IDF member, weight 0.8)"
-    assert values == {"macro_f1": 0.53, "latency_ms": 5.0, "size_mb": 21.6}
-    assert [n for n, *_ in reference_points({"teacher_macro_f1": 0.5})] == []  # incomplete: not drawn
+    assert values == {"macro_f1_validation": 0.53, "latency_vs_teacher": 1.0, "size_mb": 21.6}
+    assert [n for n, *_ in reference_points({"teacher_macro_f1_validation": 0.5})] == []  # incomplete: not drawn
 
 
 def test_front_labels_say_no_pruning_for_a_zero_ratio_whatever_the_kind():

@@ -28,8 +28,20 @@ def _run(stores, n_trials, *extra):
 
 @pytest.fixture(scope="module")
 def two_trial_study(stores):
-    assert _run(stores, 2) == 0
+    # as on a CPU without AVX512-BF16 (this project's machines differ), so the draws are the same on every machine
+    import objectives.quantize
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(objectives.quantize, "cpu_supports_bf16", lambda: False)
+        assert _run(stores, 2) == 0
     return stores
+
+
+def test_a_scheme_the_cpu_cannot_serve_is_dropped_and_recorded(two_trial_study):
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
+    assert list(study.user_attrs["dropped_schemes"]) == ["bf16"]
+    assert all(t.params["quant_scheme"] != "bf16" for t in study.trials)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
 
 def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
@@ -43,7 +55,9 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
     parent = study_runs[0]
     assert parent.data.tags["optuna.study_name"] == "e2e.scratch-base.scratch-tiny"
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["teacher_latency_ms"] > 0
+    assert parent.data.metrics["teacher_latency_ms"] > 0 and parent.data.metrics["teacher_onnx_latency_ms"] > 0
+    assert parent.data.metrics["teacher_latency_e2e_ms"] > parent.data.metrics["teacher_latency_ms"]
+    assert parent.data.metrics["baseline_latency_e2e_ms"] == parent.data.metrics["baseline_latency_ms"]
     # the scratch teacher is an ensemble with a TF-IDF member (weight chosen on validation) by default; its
     # network's own macro-F1 is logged beside the ensemble's
     weight = parent.data.metrics["teacher_tfidf_weight"]
@@ -72,15 +86,33 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
     assert sorted(by_number) == [t.number for t in study.trials]
     for t in study.trials:
         assert t.user_attrs["mlflow_run_id"] == by_number[t.number].info.run_id
-        assert t.values[0] == pytest.approx(by_number[t.number].data.metrics["macro_f1"])
+        m = by_number[t.number].data.metrics
+        # the search selects on the served artifact's validation macro-F1; the test macro-F1 is only reported
+        assert t.values[0] == pytest.approx(m["macro_f1_validation"]) and "macro_f1" in m
+        # the latency objective is relative to the fp32 teacher timed in the same blocks
+        assert t.values[1] == pytest.approx(m["latency_vs_teacher"])
+        assert m["latency_vs_teacher_ci_low"] <= m["latency_vs_teacher"] <= m["latency_vs_teacher_ci_high"]
+        assert m["latency_vs_teacher"] == pytest.approx(m["latency_ms"] / m["teacher_latency_ms_paired"], rel=0.5)
+        assert m["macro_f1_ci_low"] < m["macro_f1"] < m["macro_f1_ci_high"]
+        assert m["macro_f1_delta_vs_teacher"] == pytest.approx(m["macro_f1"] - parent.data.metrics["teacher_macro_f1"])
+        assert m["macro_f1_delta_vs_teacher_ci_low"] <= m["macro_f1_delta_vs_teacher"] \
+            <= m["macro_f1_delta_vs_teacher_ci_high"]
+        # paired timing: ratios from the timing process's blocks, against the teacher in its faster fp32 runtime
+        assert m["speedup_vs_teacher_ci_low"] <= m["speedup_vs_teacher"] <= m["speedup_vs_teacher_ci_high"]
+        faster = min(m["teacher_latency_ms_paired"], m["teacher_onnx_latency_ms_paired"])
+        assert m["speedup_vs_teacher_onnx"] <= m["speedup_vs_teacher"] * (1 + 1e-9)
+        assert m["speedup_vs_teacher_onnx"] == pytest.approx(faster / m["latency_ms"], rel=0.5)
+        assert m["latency_e2e_ms"] > m["latency_ms"] and m["timing_blocks"] == 6
+        assert "distill_validation_macro_f1" in m and "validation_macro_f1" not in m
+        assert by_number[t.number].data.tags["machine.cpu"] and "paired" in by_number[t.number].data.tags["latency_protocol"]
 
 
 def test_pareto_tag_is_exactly_the_non_dominated_set(two_trial_study, tmp_path):
     client = MlflowClient(tracking_uri=two_trial_study["tracking"])
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id], "tags.role = 'trial'")
-    points = {r.info.run_id: (r.data.metrics["macro_f1"], r.data.metrics["latency_ms"], r.data.metrics["size_mb"])
-              for r in runs}
+    points = {r.info.run_id: (r.data.metrics["macro_f1_validation"], r.data.metrics["latency_vs_teacher"],
+                              r.data.metrics["size_mb"]) for r in runs}
     expected = {rid for rid, p in points.items() if not any(_dominates(q, p) for q in points.values())}
     tagged = {r.info.run_id for r in runs if r.data.tags["pareto"] == "true"}
     assert tagged == expected and tagged
@@ -169,3 +201,125 @@ def test_a_student_made_of_the_teachers_layers_runs_a_tracked_trial(tmp_path):
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert run.data.metrics["nonzero_params"] < 0.8 * parent.data.metrics["teacher_nonzero_params"]
     assert 0.0 <= run.data.metrics["macro_f1"] <= 1.0
+
+
+def test_a_resumed_study_keeps_its_schemes():
+    from search_spaces import load_space
+    from study.errors import UserError
+    from study.runner import keep_stored_space
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.enqueue_trial({"quant_scheme": "bf16"})
+    study.optimize(lambda t: (0.5, 1.0, 1.0) if t.suggest_categorical("quant_scheme", ["none", "bf16"]) else None,
+                   n_trials=1)
+    study.set_user_attr("dropped_schemes", {})
+    space = load_space("default")
+    no_bf16 = {"bf16": "bf16 needs a CPU with AVX512-BF16"}
+    with pytest.raises(UserError, match="searches quant_scheme bf16, which this machine cannot serve"):
+        keep_stored_space("s", study, space.without_choices("quant_scheme", {"bf16"}), no_bf16)
+    study.set_user_attr("dropped_schemes", no_bf16)  # started without bf16, resumed where bf16 runs: still without
+    kept, dropped = keep_stored_space("s", study, space, {})
+    assert "bf16" not in kept.choices("quant_scheme") and dropped == no_bf16
+
+
+def _deterministic_timing(self, bundle_dir):
+    """A stand-in for the timing process: latency from the artifact's bytes, so two runs time alike."""
+    from pathlib import Path
+
+    from objectives.timing import PairedTiming
+
+    def ms(folder):
+        return sum(f.stat().st_size for f in Path(folder, "model").rglob("*") if f.is_file()) / 1e6
+
+    latency, teacher = ms(bundle_dir), ms(self.teacher_torch)
+    return PairedTiming(latency_ms=latency, latency_iqr_ms=0.0, latency_cv=0.0, throughput_per_s=1000 / latency,
+                        batch_size=32, threads=1, latency_e2e_ms=latency + 0.1, teacher_latency_ms=teacher,
+                        teacher_onnx_latency_ms=ms(self.teacher_onnx), speedup=teacher / latency,
+                        speedup_ci=(teacher / latency, teacher / latency), relative_latency=latency / teacher,
+                        relative_latency_ci=(latency / teacher, latency / teacher), speedup_onnx=teacher / latency,
+                        speedup_onnx_ci=(teacher / latency, teacher / latency), blocks=6, coverage=0.97, pid=0,
+                        process_task=1)
+
+
+def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
+    """Selection never sees test labels: with the test labels shuffled, the sampler draws the same parameters
+    and the same trials are tagged Pareto-optimal; only the reported test macro-F1 moves."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from objectives.timing import PairedTimer
+    from study import runner
+
+    monkeypatch.setattr(runner, "TPE_STARTUP_TRIALS", 1)  # TPE models the objectives from the second trial on
+    monkeypatch.setattr(PairedTimer, "time", _deterministic_timing)
+    real_split = runner.split_corpus
+
+    def run(name, permute):
+        def split(*args, **kwargs):
+            s = real_split(*args, **kwargs)
+            if permute:
+                s = replace(s, test=replace(s.test, labels=np.random.default_rng(0).permutation(s.test.labels)))
+            return s
+
+        monkeypatch.setattr(runner, "split_corpus", split)
+        assert main(["--objective", "pareto", "--n-trials", "3", "--quick", "--study-name", name, "--students",
+                     "scratch-tiny", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
+                     "--cache-dir", stores["cache"], "--seed", "5", "--keep-models", "none"]) == 0
+        study = optuna.load_study(study_name=f"{name}.scratch-base.scratch-tiny", storage=stores["storage"])
+        client = MlflowClient(tracking_uri=stores["tracking"])
+        runs = client.search_runs([client.get_experiment_by_name(name).experiment_id], "tags.role = 'trial'")
+        tags = {int(r.data.tags["optuna.trial_number"]): r.data.tags["pareto"] for r in runs}
+        tests = {int(r.data.tags["optuna.trial_number"]): r.data.metrics["macro_f1"] for r in runs}
+        return [t.params for t in study.trials], [t.values for t in study.trials], tags, tests
+
+    params, values, tags, tests = run("labels", permute=False)
+    params_p, values_p, tags_p, tests_p = run("labels-permuted", permute=True)
+    assert len(params) == 3 and params_p == params and values_p == values and tags_p == tags
+    assert tests_p != tests  # the permutation did reach the reported test scores
+
+
+def test_a_kill_between_tell_and_callback_keeps_the_bundle_and_a_stale_mark_does_not_crash(two_trial_study,
+                                                                                          monkeypatch):
+    """The bundle is in MLflow before Optuna records the trial: a worker killed before the MLflow callback
+    leaves a completed trial whose run (repaired on resume) still has its model. A worker whose running trial
+    another worker marked stale drops that result and goes on."""
+    from optuna.trial import TrialState
+
+    from study import callbacks, runner
+
+    stores = two_trial_study
+    real_call = callbacks.TrialTracker.__call__
+    killed = []
+
+    def kill_before_callback(self, study, trial):
+        if not killed:
+            killed.append(trial.number)
+            raise KeyboardInterrupt  # as if the process died right after Optuna's tell
+        return real_call(self, study, trial)
+
+    monkeypatch.setattr(callbacks.TrialTracker, "__call__", kill_before_callback)
+    with pytest.raises(KeyboardInterrupt):
+        _run(stores, 4, "--keep-models", "all")
+    monkeypatch.setattr(callbacks.TrialTracker, "__call__", real_call)
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=stores["storage"])
+    trial = study.trials[killed[0]]
+    assert trial.state == TrialState.COMPLETE
+    client = MlflowClient(tracking_uri=stores["tracking"])
+    run_id = trial.user_attrs["mlflow_run_id"]
+    assert client.list_artifacts(run_id, "bundle")  # logged before the tell
+    # a trial of this worker is failed as stale by "another worker" while it runs: the worker goes on
+    real_objective = runner.objective
+
+    def marked_stale(trial, ctx):
+        outcome = real_objective(trial, ctx)
+        if trial.number == killed[0] + 1:
+            trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return outcome
+
+    monkeypatch.setattr(runner, "objective", marked_stale)
+    assert _run(stores, 5, "--keep-models", "all") == 0  # resumes, repairs the killed trial's run, finishes
+    assert client.get_run(run_id).info.status == "FINISHED" and "macro_f1" in client.get_run(run_id).data.metrics
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=stores["storage"])
+    assert study.trials[killed[0] + 1].state == TrialState.FAIL
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 5

@@ -1,0 +1,57 @@
+"""A machine-wide lock that a timing holds alone and training steps share, so no timing overlaps training.
+
+Two flock files make it, without starving the timing: a timing first takes the gate exclusively (training
+steps only pass the gate briefly), then waits for the steps in flight to finish (the work lock). The kernel
+releases flock locks when a process dies, so a killed worker never leaves the machine locked.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_DIR_ENV = "STUDY_TIMING_LOCK_DIR"  # machine-wide by default: every study on this machine shares it
+
+
+_files: dict[str, int] = {}
+
+
+def _lock_fd(name: str) -> int:
+    directory = Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
+    path = str(directory / f"bert-compress-study-timing.{name}.lock")
+    if path not in _files:
+        _files[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    return _files[path]
+
+
+@contextmanager
+def timing_exclusive():
+    """Held while timing: no training step of any study on this machine runs meanwhile."""
+    gate, work = _lock_fd("gate"), _lock_fd("work")
+    fcntl.flock(gate, fcntl.LOCK_EX)
+    try:
+        fcntl.flock(work, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(work, fcntl.LOCK_UN)
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+@contextmanager
+def training_step():
+    """Held around one training step: waits while any process on this machine is timing."""
+    gate, work = _lock_fd("gate"), _lock_fd("work")
+    fcntl.flock(gate, fcntl.LOCK_SH)
+    try:
+        fcntl.flock(work, fcntl.LOCK_SH)
+    finally:
+        fcntl.flock(gate, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        fcntl.flock(work, fcntl.LOCK_UN)

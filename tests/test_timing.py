@@ -1,0 +1,87 @@
+"""Isolated, paired timing: the interval for a median, the machine-wide lock, and the timing process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from dataclasses import replace
+
+import pytest
+
+from objectives.timing import PairedTimer, median_interval
+from study.config import MeasureSettings
+
+
+def test_median_interval_uses_the_widest_order_statistics_that_reach_95_percent():
+    low, high, coverage = median_interval([6.0, 1.0, 5.0, 2.0, 4.0, 3.0])
+    assert (low, high) == (1.0, 6.0) and coverage == pytest.approx(1 - 2 / 64)
+    # n = 10: the 2nd smallest/largest cover the median with 1 - 2 * (1 + 10) / 1024 = 97.9%; the 3rd only 89.1%
+    low, high, coverage = median_interval([float(v) for v in range(10, 0, -1)])
+    assert (low, high) == (2.0, 9.0) and coverage == pytest.approx(1 - 22 / 1024)
+    low, high, coverage = median_interval([2.0, 1.0, 3.0])  # too few blocks for 95%: the range, stated as 75%
+    assert (low, high, coverage) == (1.0, 3.0, 0.75)
+
+
+def _hold_the_timing_lock(directory: str) -> None:
+    os.environ["STUDY_TIMING_LOCK_DIR"] = directory
+    from objectives.timing_lock import timing_exclusive
+
+    with timing_exclusive():
+        open(os.path.join(directory, "locked"), "w").close()
+        time.sleep(0.5)
+        open(os.path.join(directory, "released"), "w").close()
+
+
+def test_a_training_step_waits_while_another_process_times(tmp_path, monkeypatch):
+    monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))
+    from objectives.timing_lock import training_step
+
+    timing = multiprocessing.get_context("spawn").Process(target=_hold_the_timing_lock, args=(str(tmp_path),))
+    timing.start()
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "locked").exists():
+        assert time.monotonic() < deadline and timing.is_alive(), "the timing process never took the lock"
+        time.sleep(0.01)
+    with training_step():
+        assert (tmp_path / "released").exists()  # the step could only start once the timing had finished
+    timing.join(30)
+    assert timing.exitcode == 0
+
+
+@pytest.fixture(scope="module")
+def bundles(trained_tiny, demo_split, tmp_path_factory):
+    import copy
+
+    from objectives.trial import export_bundle
+
+    model, tok = trained_tiny
+    root = tmp_path_factory.mktemp("timing")
+    out = {}
+    for name, scheme in (("teacher", "none"), ("teacher_onnx", "onnx_fp32"), ("candidate", "onnx_dynamic_int8")):
+        export_bundle(copy.deepcopy(model), tok, scheme, root / name, 64, demo_split.label_names)
+        out[name] = root / name
+    return out
+
+
+def test_paired_timing_in_a_recycled_process(bundles, demo_split, monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))
+    settings = replace(MeasureSettings(), warmup=2, warmup_seconds=0.0, latency_examples=8, repeats=2,
+                       min_pass_seconds=0.01, throughput_batches=2, throughput_batch_size=4, paired_blocks=3,
+                       timing_process_tasks=2)
+    timer = PairedTimer(bundles["teacher"], bundles["teacher_onnx"], demo_split.test.texts, settings)
+    try:
+        first, second, third = (timer.time(bundles["candidate"]) for _ in range(3))
+    finally:
+        timer.close()
+    for t in (first, second, third):
+        assert t.pid != os.getpid() and t.blocks == 3 and t.coverage == 0.75
+        assert t.speedup_ci[0] <= t.speedup <= t.speedup_ci[1]
+        assert t.speedup_onnx_ci[0] <= t.speedup_onnx <= t.speedup_onnx_ci[1]
+        assert t.speedup_onnx <= t.speedup  # against the teacher's faster runtime, block by block
+        assert t.latency_e2e_ms > t.latency_ms > 0 and t.teacher_latency_ms > 0 and t.throughput_per_s > 0
+        metrics = t.as_metrics()
+        assert metrics["speedup_vs_teacher_onnx"] == t.speedup_onnx and metrics["latency_ms"] == t.latency_ms
+    # recycled after 2 artifacts: the third is timed by a fresh process
+    assert (first.pid, first.process_task, second.process_task) == (second.pid, 1, 2)
+    assert third.pid != first.pid and third.process_task == 1
