@@ -23,11 +23,11 @@ def reference_points(metrics: dict[str, float]) -> list[tuple[str, dict[str, flo
     """(name, {objective: value}, marker, colour) for the teacher and baseline found in ``metrics``."""
     points = []
     for prefix, name, marker, colour in REFERENCES:
-        values = {o: metrics.get(f"{prefix}_{o}") for o in OBJECTIVES}
+        values = {o: metrics.get(f"{prefix}_{o}") for o in (*OBJECTIVES, "latency_ms")}
         if prefix == "teacher" and metrics.get("teacher_tfidf_weight"):
             # its macro-F1 is the ensemble's (network + TF-IDF member), its latency and size the network's
             name = f"{name} (macro-F1 with its TF-IDF member, weight {metrics['teacher_tfidf_weight']:g})"
-        if all(v is not None for v in values.values()):
+        if all(values[o] is not None for o in OBJECTIVES):
             points.append((name, values, marker, colour))
     return points
 
@@ -35,7 +35,9 @@ def reference_points(metrics: dict[str, float]) -> list[tuple[str, dict[str, flo
 def _add_references(fig: go.Figure, refs, axes: Sequence[str]) -> None:
     fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2})  # clear of the colour bars
     for name, values, marker, colour in refs:
-        coords = [values[a] for a in axes]
+        coords = [values.get(a) for a in axes]
+        if any(c is None for c in coords):  # not measured on these axes
+            continue
         if len(axes) == 3:
             fig.add_trace(go.Scatter3d(x=[coords[0]], y=[coords[1]], z=[coords[2]], mode="markers+text", text=[name],
                                        name=name, marker={"symbol": "diamond", "size": 7, "color": colour}))

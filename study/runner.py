@@ -257,8 +257,9 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     teacher is trained once, before they start, and the fronts are logged once all have stopped.
     """
     prep = prepare(cfg)
-    say(f"[data] {prep.corpus.source}: {prep.corpus.rows_read} rows read, {prep.corpus.duplicates_dropped} exact "
-        f"duplicates dropped, {len(prep.corpus.texts)} kept; split train {len(prep.split.train)} / validation "
+    say(f"[data] {prep.corpus.source}: {prep.corpus.rows_read} rows read, {prep.corpus.duplicates_dropped} duplicates "
+        f"and {prep.corpus.conflicting_dropped} rows of texts with conflicting labels dropped (after normalisation), "
+        f"{len(prep.corpus.texts)} kept; split train {len(prep.split.train)} / validation "
         f"{len(prep.split.validation)} / test {len(prep.split.test)} (seed {cfg.seed})")
     for scheme, why in prep.dropped_schemes.items():
         say(f"[space] quant_scheme {scheme} dropped from the search space: {why}")

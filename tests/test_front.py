@@ -94,7 +94,7 @@ def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
     assert names == ["fp32 teacher", "TF-IDF + LR baseline"]
     (teacher, values, _, _), _ = reference_points({**metrics, "teacher_tfidf_weight": 0.8})
     assert teacher == "fp32 teacher (macro-F1 with its TF-IDF member, weight 0.8)"
-    assert values == {"macro_f1_validation": 0.53, "latency_vs_teacher": 1.0, "size_mb": 21.6}
+    assert values == {"macro_f1_validation": 0.53, "latency_vs_teacher": 1.0, "size_mb": 21.6, "latency_ms": None}
     assert [n for n, *_ in reference_points({"teacher_macro_f1_validation": 0.5})] == []  # incomplete: not drawn
 
 
