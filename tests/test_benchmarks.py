@@ -50,6 +50,7 @@ def test_paired_p_values_match_hand_computed_values():
         paired_p_values([1.0, 2.0], [0.0])
 
 
+@pytest.mark.slow
 def test_samplers_benchmark_runs_every_sampler_at_the_same_budget(tmp_path, capsys):
     from benchmarks.samplers import main
 
@@ -102,6 +103,7 @@ def test_samplers_benchmark_rejects_unknown_samplers(capsys):
     assert "grid" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_reports_trials_per_hour_and_stages(tmp_path, capsys):
     from benchmarks.throughput import STAGES, main
 
@@ -118,6 +120,7 @@ def test_throughput_benchmark_reports_trials_per_hour_and_stages(tmp_path, capsy
     assert "trials/h" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_compression_benchmark_rows_are_ratios_against_the_fp32_teacher(tmp_path, capsys):
     from benchmarks.compression import main
 
@@ -148,6 +151,7 @@ def test_compression_benchmark_rows_are_ratios_against_the_fp32_teacher(tmp_path
     assert "speedup" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_timing_benchmark_recycles_the_timing_process_and_times_alone_and_under_training_load(
         trained_tiny, demo_split, tokenizer_dir, tmp_path, monkeypatch):
     import math

@@ -14,6 +14,8 @@ from mlflow.tracking import MlflowClient
 from study.export import main as export_main
 from study.run import main as run_main
 
+pytestmark = pytest.mark.slow  # runs studies: skipped by the fast lane (pytest -m 'not slow')
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

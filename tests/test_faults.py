@@ -11,11 +11,14 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from study.run import main
+
+pytestmark = pytest.mark.slow  # runs studies: skipped by the fast lane (pytest -m 'not slow')
 
 ROOT = Path(__file__).resolve().parents[1]
 

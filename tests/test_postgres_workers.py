@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from study.run import main
 
 PG = os.environ.get("STUDY_TEST_POSTGRES")
-pytestmark = pytest.mark.skipif(not PG, reason="set STUDY_TEST_POSTGRES (eval \"$(bash scripts/postgres.sh start)\")")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not PG, reason="set STUDY_TEST_POSTGRES (eval \"$(bash scripts/postgres.sh start)\")")]
 
 
 def test_two_workers_share_one_study(tmp_path):

@@ -8,6 +8,8 @@ from mlflow.tracking import MlflowClient
 
 from study.run import main
 
+pytestmark = pytest.mark.slow  # runs studies: skipped by the fast lane (pytest -m 'not slow')
+
 
 def _dominates(a, b):
     return (a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2]) and (a[0] > b[0] or a[1] < b[1] or a[2] < b[2])

@@ -64,6 +64,7 @@ def bundles(trained_tiny, demo_split, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_paired_timing_in_a_recycled_process(bundles, demo_split, monkeypatch, tmp_path):
     monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))
     settings = replace(MeasureSettings(), warmup=2, warmup_seconds=0.0, latency_examples=8, repeats=2,
