@@ -179,11 +179,8 @@ def time_in_this_process(candidate: str, teacher_torch: str, teacher_onnx: str, 
 
 
 def _start_timing_process() -> None:
-    """Initialiser of the timing process: one BLAS/OpenMP thread unless a model asks for more."""
+    """Initialiser of the timing process: tokenizers stay single-threaded (no fork warnings, no extra threads)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
 
 
 # -- in the study's process ----------------------------------------------------------------------------

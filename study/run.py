@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -154,9 +153,6 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("mlflow", "alembic", "transformers", "onnxruntime", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
