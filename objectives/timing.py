@@ -179,8 +179,20 @@ def time_in_this_process(candidate: str, teacher_torch: str, teacher_onnx: str, 
 
 
 def _start_timing_process() -> None:
-    """Initialiser of the timing process: tokenizers stay single-threaded (no fork warnings, no extra threads)."""
+    """Initialiser of the timing process: tokenizers stay single-threaded, and the process ends when the study's
+    process is gone (killed with -9, a pool worker would wait for work forever: it holds its queue's write end)."""
+    import threading
+    import time
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 # -- in the study's process ----------------------------------------------------------------------------

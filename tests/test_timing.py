@@ -86,3 +86,40 @@ def test_paired_timing_in_a_recycled_process(bundles, demo_split, monkeypatch, t
     # recycled after 2 artifacts: the third is timed by a fresh process
     assert (first.pid, first.process_task, second.process_task) == (second.pid, 1, 2)
     assert third.pid != first.pid and third.process_task == 1
+
+
+def _time_forever(bundle_dirs, texts, lock_dir, pid_file):
+    os.environ["STUDY_TIMING_LOCK_DIR"] = lock_dir
+    timer = PairedTimer(bundle_dirs["teacher"], bundle_dirs["teacher_onnx"], texts,
+                        replace(MeasureSettings(), warmup=1, warmup_seconds=0.0, latency_examples=4, repeats=1,
+                                min_pass_seconds=0.01, throughput_batches=1, throughput_batch_size=2, paired_blocks=1))
+    timing = timer.time(bundle_dirs["candidate"])
+    with open(pid_file, "w") as fh:
+        fh.write(str(timing.pid))
+    time.sleep(600)  # killed with -9 by the test
+
+
+@pytest.mark.slow
+def test_the_timing_process_ends_when_the_study_process_is_killed(bundles, demo_split, tmp_path):
+    import signal
+
+    study = multiprocessing.get_context("spawn").Process(
+        target=_time_forever, args=({k: str(v) for k, v in bundles.items()}, list(demo_split.test.texts[:8]),
+                                    str(tmp_path), str(tmp_path / "pid")))
+    study.start()
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "pid").exists():
+        assert time.monotonic() < deadline and study.is_alive(), "the study process never timed anything"
+        time.sleep(0.1)
+    timing_pid = int((tmp_path / "pid").read_text())
+    os.kill(study.pid, signal.SIGKILL)
+    study.join(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(timing_pid, 0)
+        except ProcessLookupError:
+            return  # gone
+        time.sleep(0.2)
+    os.kill(timing_pid, signal.SIGKILL)
+    pytest.fail("the timing process outlived the killed study process by 30 s")
