@@ -226,3 +226,18 @@ def test_timing_benchmark_recycles_the_timing_process_and_times_alone_and_under_
     printed = table({**result, "teacher": "scratch-tiny", "test_examples": len(demo_split.test),
                      "settings": {"paired_blocks": 3, "threads": 1}, "lock_dir": str(tmp_path), "machine": "here"})
     assert "last / first task" in printed and "in-process" in printed and "load held: yes" in printed
+
+
+def test_validation_size_benchmark_reports_the_bootstrap_error_of_each_size(tmp_path):
+    import json
+
+    from benchmarks.validation_size import main
+
+    out = tmp_path / "v.json"
+    assert main(["--sizes", "0.1,0.3", "--resamples", "300", "--json-out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["validation_size"] for r in rows] == [0.1, 0.3]
+    small, large = rows
+    # the demo corpus: three times the validation texts, taken from the training part
+    assert large["validation_texts"] > 2.5 * small["validation_texts"] and large["train_texts"] < small["train_texts"]
+    assert 0 < large["standard_error"] < small["standard_error"] and 0 < large["half_width_95"] < small["half_width_95"]
