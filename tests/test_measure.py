@@ -92,7 +92,8 @@ def test_text_models_share_the_protocol():
     calls = []
     speed = measure_text_speed(lambda texts: calls.append(len(texts)), tuple(f"t{i}" for i in range(100)),
                                MeasureSettings(warmup=3, warmup_seconds=0.0, latency_examples=20, repeats=2,
-                                               throughput_batches=2, min_pass_seconds=0.0),
+                                               throughput_batches=2, min_pass_seconds=0.0,
+                                               max_attempts=1),  # no retake: a busy machine must not add calls
                                "scikit-learn")
     # 3 warm-up calls + one untimed pass over the 20 texts + 2 timed passes; the 2 batches once untimed, then
     # in 2 timed passes
@@ -110,7 +111,7 @@ def test_a_timed_pass_lasts_at_least_min_pass_seconds_in_whole_sweeps():
         time.sleep(0.002)
 
     settings = MeasureSettings(warmup=1, warmup_seconds=0.0, latency_examples=5, repeats=2, throughput_batches=1,
-                               min_pass_seconds=0.05)
+                               min_pass_seconds=0.05, max_attempts=1)
     speed = measure_text_speed(predict, tuple(f"t{i}" for i in range(40)), settings, "scikit-learn")
     timed_singles = calls.count(1) - 1 - 5  # minus the warm-up call and the untimed pass
     # a sweep over the 5 texts takes >= 10 ms, so each 50 ms pass needs >= 5 whole sweeps (and no partial one)
