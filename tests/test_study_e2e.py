@@ -58,7 +58,7 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
     assert parent.data.tags["optuna.study_name"] == "e2e.scratch-base.scratch-tiny"
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["teacher_latency_ms"] > 0 and parent.data.metrics["teacher_onnx_latency_ms"] > 0
-    assert parent.data.metrics["teacher_latency_e2e_ms"] > parent.data.metrics["teacher_latency_ms"]
+    assert parent.data.metrics["teacher_latency_e2e_ms"] > 0.5 * parent.data.metrics["teacher_latency_ms"]
     assert parent.data.metrics["baseline_latency_e2e_ms"] == parent.data.metrics["baseline_latency_ms"]
     # the scratch teacher is an ensemble with a TF-IDF member (weight chosen on validation) by default; its
     # network's own macro-F1 is logged beside the ensemble's
@@ -104,7 +104,8 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
         faster = min(m["teacher_latency_ms_paired"], m["teacher_onnx_latency_ms_paired"])
         assert m["speedup_vs_teacher_onnx"] <= m["speedup_vs_teacher"] * (1 + 1e-9)
         assert m["speedup_vs_teacher_onnx"] == pytest.approx(faster / m["latency_ms"], rel=0.5)
-        assert m["latency_e2e_ms"] > m["latency_ms"] and m["timing_blocks"] == 6
+        # timed after the blocks, so not always above latency_ms: tokenizing a short text costs less than the noise
+        assert m["latency_e2e_ms"] > 0.5 * m["latency_ms"] and m["timing_blocks"] == 6
         assert "distill_validation_macro_f1" in m and "validation_macro_f1" not in m
         assert by_number[t.number].data.tags["machine.cpu"] and "paired" in by_number[t.number].data.tags["latency_protocol"]
 
