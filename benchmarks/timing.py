@@ -383,7 +383,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from objectives.measure import machine_facts
     from objectives.quantize import SCHEMES
-    from objectives.timing_lock import LOCK_DIR_ENV
+    from study.timing_lock import LOCK_DIR_ENV
     from study.models import resolve_model
     from study.teacher import prepare_teacher, scratch_tokenizer
 

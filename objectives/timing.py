@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from objectives.measure import cv, iqr, latency_pass, steady_timing, throughput, warm_up
-from objectives.timing_lock import timing_exclusive
+from study.timing_lock import timing_exclusive
 from study.config import MeasureSettings
 
 # -- paired ratios -----------------------------------------------------------------------------------------

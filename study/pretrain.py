@@ -8,7 +8,7 @@ import time
 import numpy as np
 import torch
 
-from objectives.timing_lock import training_step
+from study.timing_lock import training_step
 from study.training import Encoded, bucketed_batches, step, train_threads
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from objectives.timing_lock import training_step
+from study.timing_lock import training_step
 from study.config import TrainSettings
 
 
