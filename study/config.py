@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from study.budgets import Budgets
 from study.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -97,6 +98,7 @@ class StudyConfig:
     keep_models: str = "pareto"  # model bundles logged to MLflow: pareto (dominated ones removed), all, none
     workers: int = 1  # processes sharing each pair study on this machine
     heartbeat_s: int = 20  # Optuna heartbeat; a trial silent for 3 beats is failed and retried once
+    budgets: Budgets = field(default_factory=Budgets)  # constraints of the search; the front is among trials meeting them
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:

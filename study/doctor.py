@@ -9,6 +9,7 @@ from collections import defaultdict
 import optuna
 from optuna.trial import TrialState
 
+from study.budgets import Budgets
 from study.callbacks import KILLED_REASON, finish_run
 from study.errors import EXIT_USER_ERROR, UserError
 from study.front import completed, pair_studies, pareto_trials
@@ -23,7 +24,7 @@ def check_study(study: optuna.Study, tracker: Tracker, experiment_id: str, repai
     for run in runs:
         by_number[int(run.data.tags.get(TRIAL_TAG, -1))].append(run)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    front = {t.number for t in pareto_trials(completed(study))}
+    front = {t.number for t in pareto_trials(completed(study), budgets=Budgets.of_study(study))}
     for number, trial in sorted(trials.items()):
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         mine = [r for r in by_number.get(number, []) if r.info.run_id == run_id]

@@ -18,9 +18,11 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from objectives.bundle import Bundle, BundleError, load_bundle
+from study.budgets import Budgets, add_budget_flags, budgets_from_args
 from study.callbacks import BUNDLE_ARTIFACT, trial_params
 from study.errors import EXIT_USER_ERROR, UserError
 from study.front import NO_PRUNING, completed, pair_studies, pareto_trials, pruning_label
+from study.picks import Rule, loss_points, parse_rule, pick
 from study.tracking import RUN_ID_ATTR, Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +38,31 @@ class Exported:
     registered: str | None  # "name/version"
 
 
-def choose_trials(study: optuna.Study, which: str) -> list[FrozenTrial]:
+@dataclass(frozen=True)
+class Picked:
+    """What ``--pick`` chose, for the model card and the registry version's description."""
+
+    rule: Rule
+    budgets: Budgets
+    among: int  # trials the rule chose from (completed, meeting the budgets)
+
+    def text(self, trial: FrozenTrial) -> str:
+        m = trial.user_attrs.get("metrics", {})
+        within = f"; {self.budgets.describe()}" if self.budgets else ""
+        return (f"Picked by rule `{self.rule.text}` ({self.rule.describe()}{within}) among {self.among} completed "
+                f"trial(s), on validation numbers: macro-F1 {trial.values[0]:.4f} "
+                f"({loss_points(trial):.2f} points below the teacher), latency {trial.values[1]:.3f}x the paired "
+                f"fp32 teacher's, {trial.values[2]:.2f} MB. Reported on test: macro-F1 {m.get('macro_f1', float('nan')):.4f} "
+                f"(95% CI {m.get('macro_f1_ci_low', float('nan')):.4f}-{m.get('macro_f1_ci_high', float('nan')):.4f}), "
+                f"speed-up {m.get('speedup_vs_teacher_onnx', float('nan')):.2f}x vs the fp32 teacher in its faster "
+                f"runtime (95% CI {m.get('speedup_vs_teacher_onnx_ci_low', float('nan')):.2f}-"
+                f"{m.get('speedup_vs_teacher_onnx_ci_high', float('nan')):.2f}).")
+
+
+def choose_trials(study: optuna.Study, which: str, budgets: Budgets = Budgets()) -> list[FrozenTrial]:
     done = completed(study)
     if which == "pareto":
-        return pareto_trials(done)
+        return pareto_trials(done, budgets=budgets)
     if which == "all":
         return done
     try:
@@ -81,7 +104,8 @@ def remeasure(bundle: Bundle, params: dict[str, str], data_override: Path | None
     return macro_f1(split.test.labels, mapped)
 
 
-def model_card(trial: FrozenTrial, run, parent, bundle: Bundle, verified: float | None, registered: str | None) -> str:
+def model_card(trial: FrozenTrial, run, parent, bundle: Bundle, verified: float | None, registered: str | None,
+               picked: Picked | None = None) -> str:
     p, m = run.data.params, run.data.metrics
     tp = trial_params(trial)
     pruning = pruning_label(tp['prune_kind'], tp['prune_ratio'], "{:.2f}")
@@ -103,6 +127,7 @@ def model_card(trial: FrozenTrial, run, parent, bundle: Bundle, verified: float 
         f"Served by: {bundle.meta['runtime']} ({bundle.meta['scheme']}; quantizes {bundle.meta['quantizes']}).",
         f"Labels: {', '.join(bundle.labels)}.",
         "",
+        *([picked.text(trial), ""] if picked else []),
         "## Measured in the study (chosen on validation, reported on the held-out test split)",
         "",
         "| metric | value |",
@@ -148,7 +173,8 @@ def model_card(trial: FrozenTrial, run, parent, bundle: Bundle, verified: float 
     return "\n".join(lines)
 
 
-def register(folder: Path, run_id: str, tracking_uri: str, name: str, trial: FrozenTrial) -> str:
+def register(folder: Path, run_id: str, tracking_uri: str, name: str, trial: FrozenTrial,
+             description: str | None = None) -> str:
     """Log the bundle as a pyfunc model in its trial's run and register it as a version of ``name``."""
     import mlflow
     import onnxruntime
@@ -174,18 +200,37 @@ def register(folder: Path, run_id: str, tracking_uri: str, name: str, trial: Fro
     for key, value in {"study": trial.user_attrs.get("study", ""), "trial_number": str(trial.number),
                        "run_id": run_id}.items():
         client.set_model_version_tag(name, str(version), key, value)
+    if description:
+        client.update_model_version(name, str(version), description=description)
     return f"{name}/{version}"
 
 
 def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Path, data: Path | None,
-           do_register: bool, log=print) -> list[Exported]:
+           do_register: bool, log=print, budgets: Budgets | None = None, pick_rule: str | None = None) -> list[Exported]:
+    """Write the chosen trials' bundles: ``which`` ('pareto', 'all' or numbers) of every pair study, or with
+    ``pick_rule`` the one trial that rule picks across them. ``budgets`` None: each study's stored budgets."""
+    rule = parse_rule(pick_rule) if pick_rule else None
     names = pair_studies(storage, study_name)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    chosen = []
+    chosen, pool, everything = [], [], []
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)
-        chosen.extend((name, t) for t in choose_trials(study, which))
+        limits = budgets if budgets is not None else Budgets.of_study(study)
+        if rule is None:
+            chosen.extend((name, t) for t in choose_trials(study, which, limits))
+        else:
+            everything.extend(completed(study))
+            pool.extend((name, t) for t in completed(study) if limits.feasible(t))
+    picked = None
+    if rule is not None:
+        if not pool:
+            if not everything:
+                raise UserError(f"study {study_name!r} has no completed trials to export")
+            raise UserError((limits or Budgets()).nothing_meets(everything, study_name))
+        best = pick([t for _, t in pool], rule)
+        chosen = [(name, t) for name, t in pool if t is best]
+        picked = Picked(rule, limits, len(pool))
     if not chosen:
         raise UserError(f"study {study_name!r} has no completed trials to export")
     for name, trial in chosen:  # check first: export nothing if any chosen bundle is gone
@@ -208,17 +253,22 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
             shutil.copytree(local, folder)
         bundle = load_bundle(folder)
         verified = remeasure(bundle, run.data.params, data)
-        registered = register(folder, run_id, tracking_uri, f"{study_name}-pareto", trial) if do_register else None
-        (folder / "model_card.md").write_text(model_card(trial, run, parent, bundle, verified, registered))
+        note = picked.text(trial) if picked else None
+        registered = (register(folder, run_id, tracking_uri, f"{study_name}-pareto", trial, note)
+                      if do_register else None)
+        (folder / "model_card.md").write_text(model_card(trial, run, parent, bundle, verified, registered, picked))
         (folder / "provenance.json").write_text(json.dumps(
             {"study": name, "trial_number": trial.number, "mlflow_run_id": run_id, "registered": registered,
-             "params": run.data.params, "metrics": run.data.metrics, "verified_macro_f1": verified},
+             "params": run.data.params, "metrics": run.data.metrics, "verified_macro_f1": verified,
+             "picked_by": picked.rule.text if picked else None, "picked": note},
             indent=2, ensure_ascii=False))
         logged = run.data.metrics["macro_f1"]
         results.append(Exported(name, trial.number, folder, logged, verified, registered))
         check = f", re-measured {verified:.4f}" if verified is not None else ", not re-measured (data not found)"
         log(f"[export] {name} trial {trial.number} -> {folder} (macro-F1 logged {logged:.4f}{check}"
             f"{'; registered ' + registered if registered else ''})")
+        if note:
+            log(f"[export] {note}")
     return results
 
 
@@ -227,19 +277,26 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.split(":", 1)[1].strip())
     add_store_flags(p)
-    p.add_argument("--trials", default="pareto", help="'pareto' (default), 'all', or trial numbers like 3,7 "
-                                                      "(applied to every pair study of the study)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trials", default="pareto", help="'pareto' (default), 'all', or trial numbers like 3,7 "
+                                                          "(applied to every pair study of the study)")
+    which.add_argument("--pick", default=None, metavar="RULE",
+                       help="export the one model this rule picks across every pair study, on validation numbers: "
+                            "most-accurate, fastest, smallest, fastest-within:P, smallest-within:P (P macro-F1 "
+                            "points below the teacher), knee (see the README)")
     p.add_argument("--out", type=Path, default=Path("exported"), help="folder for the bundles")
     p.add_argument("--data", type=Path, default=None,
                    help="the study's data file, if it moved (used to re-measure macro-F1; sha256 must match)")
     p.add_argument("--no-register", action="store_true", help="write bundles only, no Model Registry versions")
+    add_budget_flags(p)
     args = p.parse_args(argv)
     from study.run import quiet_libraries
 
     quiet_libraries()
     try:
+        given = budgets_from_args(args)
         export(args.study_name, args.storage, args.tracking_uri, args.trials, args.out, args.data,
-               not args.no_register)
+               not args.no_register, budgets=given if given else None, pick_rule=args.pick)
     except (UserError, BundleError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -11,7 +11,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from objectives.trial import OBJECTIVES
+from study.budgets import Budgets
 from study.front import completed, pareto_trials
+from study.front import _fit_pane  # the layout every figure gets: legible in MLflow's artifact pane
 
 LABELS = {"macro_f1_validation": "macro-F1 (validation)", "macro_f1": "macro-F1 (test)",
           "latency_vs_teacher": "latency / fp32 teacher's (batch 1, paired)", "latency_ms": "latency ms (batch 1)",
@@ -33,17 +35,19 @@ def reference_points(metrics: dict[str, float]) -> list[tuple[str, dict[str, flo
 
 
 def _add_references(fig: go.Figure, refs, axes: Sequence[str]) -> None:
-    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2})  # clear of the colour bars
     for name, values, marker, colour in refs:
         coords = [values.get(a) for a in axes]
         if any(c is None for c in coords):  # not measured on these axes
             continue
+        label = name.split(" (", 1)[0]  # the short name beside the marker; the legend has the whole one
         if len(axes) == 3:
-            fig.add_trace(go.Scatter3d(x=[coords[0]], y=[coords[1]], z=[coords[2]], mode="markers+text", text=[name],
-                                       name=name, marker={"symbol": "diamond", "size": 7, "color": colour}))
+            fig.add_trace(go.Scatter3d(x=[coords[0]], y=[coords[1]], z=[coords[2]], mode="markers+text", text=[label],
+                                       name=name, showlegend=True,
+                                       marker={"symbol": "diamond", "size": 7, "color": colour}))
         else:
-            fig.add_trace(go.Scatter(x=[coords[0]], y=[coords[1]], mode="markers+text", text=[name],
-                                     textposition="top center", name=name,
+            # left of the marker: the teacher sits at the right edge (best F1, slowest), the label stays inside
+            fig.add_trace(go.Scatter(x=[coords[0]], y=[coords[1]], mode="markers+text", text=[label],
+                                     textposition="middle left", cliponaxis=False, name=name, showlegend=True,
                                      marker={"symbol": marker, "size": 14, "color": colour}))
 
 
@@ -98,13 +102,14 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
     fig = vis.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=LABELS["macro_f1_validation"])
     fig.update_layout(title="Parallel coordinates (colour: validation macro-F1)")
     figs.append(("parallel_coordinates", fig))
-    return figs
+    return [(name, _fit_pane(fig)) for name, fig in figs]
 
 
 def merged_figure(studies: Sequence[optuna.Study], metrics: dict[str, float]) -> go.Figure:
     """All pairs' trials (F1 vs latency), the merged front marked, and the reference points."""
     all_trials = [t for s in studies for t in completed(s)]
-    front = {(t.user_attrs.get("study"), t.number) for t in pareto_trials(all_trials)}
+    budgets = Budgets.of_study(studies[0]) if studies else Budgets()
+    front = {(t.user_attrs.get("study"), t.number) for t in pareto_trials(all_trials, budgets=budgets)}
     fig = go.Figure()
     for study in studies:
         trials = completed(study)
@@ -121,7 +126,7 @@ def merged_figure(studies: Sequence[optuna.Study], metrics: dict[str, float]) ->
     _add_references(fig, reference_points(metrics), ("latency_ms", "macro_f1_validation"))
     fig.update_layout(title="Merged Pareto front across teacher/student pairs", xaxis_title=LABELS["latency_ms"],
                       yaxis_title=LABELS["macro_f1_validation"])
-    return fig
+    return _fit_pane(fig)
 
 
 def write_html(figures: Sequence[tuple[str, go.Figure]], path: Path, title: str, intro: str = "") -> Path:
@@ -178,10 +183,16 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
                               f"Merged front of {study_name}", "Every completed trial of every teacher/student pair; "
                               "the merged Pareto front in full colour.")
             csv = folder / "merged_front.csv"
-            front_frame(pareto_trials([t for s in merged for t in completed(s)])).to_csv(csv, index=False)
-            files = [path, csv]
+            budgets = Budgets.of_study(merged[0])
+            everything = [t for s in merged for t in completed(s)]
+            front = pareto_trials(everything, budgets=budgets)
+            front_frame(front).to_csv(csv, index=False)
+            picks = folder / "picks.md"
+            picks.write_text(picks_markdown(everything, budgets), encoding="utf-8")
+            log(picks.read_text(encoding="utf-8"))
+            files = [path, csv, picks]
             if reference is not None:
-                files.append(_write_comparison(pareto_trials([t for s in merged for t in completed(s)]), reference,
+                files.append(_write_comparison(front, reference,
                                                folder / "front_vs_reference.md"))
             report_run = tracker.report_run(experiment.experiment_id, study_name)
             for path in files:
@@ -202,3 +213,40 @@ def _write_comparison(trials, reference: Path, path: Path) -> Path:
                                f"{facts['cpu']} ({facts['cpu_count']} cores)")
     path.write_text(f"# Best points of the front next to {reference.name}\n\n{text}\n")
     return path
+
+
+def picks_markdown(trials, budgets: Budgets) -> str:
+    """Every pick rule's model as a table: chosen on validation, reported with test numbers and intervals."""
+    from study.picks import DEFAULT_TABLE_RULES, loss_points, pick_each
+
+    feasible = [t for t in trials if budgets.feasible(t)]
+    among = (f"{len(feasible)} of {len(trials)} completed trials meet the budgets ({budgets.describe()})" if budgets
+             else f"{len(trials)} completed trials, no budgets")
+    lines = ["# One model per rule", "",
+             f"Picks made on validation numbers among {among}; test numbers reported with 95% bootstrap intervals, "
+             "speed-up paired with the fp32 teacher in its faster runtime. Export one with "
+             "`python -m study.export --study-name S --pick RULE`.", "",
+             "| rule | pair | trial | validation macro-F1 | points below teacher (validation) | latency vs teacher | "
+             "size MB | test macro-F1 (95% CI) | Δ F1 vs teacher, test (95% CI) | speed-up (95% CI) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(m, key, digits):
+        value = m.get(key)
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    for rule, trial, why in (pick_each(feasible, DEFAULT_TABLE_RULES) if feasible else []):
+        if trial is None:
+            lines.append(f"| `{rule.text}` | — | — | {why.split(': ', 1)[-1]} | | | | | | |")
+            continue
+        m = trial.user_attrs.get("metrics", {})
+        pair = str(trial.user_attrs.get("study", "")).split(".", 1)[-1]
+        lines.append(
+            f"| `{rule.text}` | {pair} | {trial.number} | {trial.values[0]:.4f} | {loss_points(trial):.2f} | "
+            f"{trial.values[1]:.3f} | {trial.values[2]:.2f} | {num(m, 'macro_f1', 4)} ({num(m, 'macro_f1_ci_low', 4)}-"
+            f"{num(m, 'macro_f1_ci_high', 4)}) | {num(m, 'macro_f1_delta_vs_teacher', 4)} "
+            f"({num(m, 'macro_f1_delta_vs_teacher_ci_low', 4)} to {num(m, 'macro_f1_delta_vs_teacher_ci_high', 4)}) | "
+            f"{num(m, 'speedup_vs_teacher_onnx', 2)}x ({num(m, 'speedup_vs_teacher_onnx_ci_low', 2)}-"
+            f"{num(m, 'speedup_vs_teacher_onnx_ci_high', 2)}) |")
+    if not feasible:
+        lines.append(f"| (none) | | | {budgets.nothing_meets(trials, 'this study')} | | | | | | |")
+    return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
                           SCRATCH_BASELINE_KD, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
+from study.budgets import add_budget_flags, budgets_from_args
 from study.errors import EXIT_USER_ERROR, UserError
 
 OBJECTIVES = ("pareto", "report", "ablation")
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="demo/test setting: at most 3 epochs, 3000 training texts, 64 tokens, fewer timing "
                         "repeats; without it the defaults are the real thing")
+    add_budget_flags(p)
     return p
 
 
@@ -124,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers, validation_size=args.validation_size,
-                      keep_models=args.keep_models, quiet=args.quiet,
+                      keep_models=args.keep_models, quiet=args.quiet, budgets=budgets_from_args(args),
                       measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     cfg = quick_overrides(cfg) if cfg.quick else cfg
@@ -180,9 +182,15 @@ def main(argv: list[str] | None = None) -> int:
                 quant_scheme=args.quant_scheme, reference=args.reference, out=args.out))
             return 0
         fronts = run_pareto(cfg)
+        from study.progress import say
+        from study.ui_links import ui_lines
+
+        say("\n" + "\n".join(ui_lines(cfg.tracking_uri, cfg.storage, cfg.study_name)))  # printed with --quiet too
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    if cfg.budgets:  # 1: no completed trial of any pair meets the budgets (the closest was named)
+        return 0 if any(fronts.values()) else 1
     return 0 if all(fronts.values()) else 1  # 1: some pair study has no completed trial
 
 

@@ -25,6 +25,7 @@ from objectives.timing import PairedTimer
 from objectives.trial import (DIRECTIONS, OBJECTIVES, TrialOutcome, check_space, export_bundle, objective,
                               serve_and_measure, servable_space)
 from search_spaces import SearchSpace, load_space
+from study.budgets import BUDGETS_ATTR, PARETO_AMONG_TAG, Budgets
 from study.config import StudyConfig
 from study.context import TrialContext
 from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
@@ -188,6 +189,8 @@ def sampler_seed(cfg: StudyConfig, stored_trials: int) -> int:
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Budgets reach TPE and NSGA-II as each trial's constraint values (set by the
+    objective with ``Trial.set_constraint``, Optuna 5's successor of ``constraints_func``); random ignores them."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
     if name == "tpe":
@@ -303,17 +306,21 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
                 proc.join(timeout=60)
             for ctx, (study, trial_tracker) in zip(contexts, opened):
                 finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id,
-                             statuses.get(ctx.study_name, "FAILED"), cfg.keep_models)
+                             statuses.get(ctx.study_name, "FAILED"), cfg.keep_models, cfg.budgets)
         publish(cfg.study_name, [study for study, _ in opened], prep.tracker, log=say)
         all_trials = []
         for ctx, (study, _) in zip(contexts, opened):
-            fronts[ctx.study_name] = pareto_trials(completed(study))
+            fronts[ctx.study_name] = pareto_trials(completed(study), budgets=cfg.budgets)
             all_trials.extend(completed(study))
         if len(contexts) > 1:
-            merged = pareto_trials(all_trials)
-            say(f"\nMerged Pareto front across {len(contexts)} teacher/student pairs "
-                f"({len(merged)} of {len(all_trials)} completed trials):")
-            say(printable(front_frame(merged)))
+            merged = pareto_trials(all_trials, budgets=cfg.budgets)
+            if merged or not all_trials or not cfg.budgets:
+                among = f", among those meeting the budgets ({cfg.budgets.describe()})" if cfg.budgets else ""
+                say(f"\nMerged Pareto front across {len(contexts)} teacher/student pairs "
+                    f"({len(merged)} of {len(all_trials)} completed trials{among}):")
+                say(printable(front_frame(merged)))
+            else:
+                say(f"\n{cfg.budgets.nothing_meets(all_trials, cfg.study_name)}")
     finally:
         if timer is not None:
             timer.close()
@@ -390,10 +397,16 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
                                 load_if_exists=True)
     # Seeded by history: a resumed study does not replay the random draws of its first session.
     study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
+    stored = study.user_attrs.get(BUDGETS_ATTR)
+    if announce and stored is not None and Budgets.from_dict(stored) != cfg.budgets and completed(study):
+        say(f"[{ctx.study_name}] budgets changed from ({Budgets.from_dict(stored).describe()}) to "
+            f"({cfg.budgets.describe()}): every trial's feasible tag and the pareto tags are recomputed under the "
+            "new ones when this session ends (the sampler still sees the constraint values earlier trials ran under)")
     for key, value in {"teacher": ctx.teacher.name, "student": ctx.student.name, "data_sha256": prep.corpus.sha256,
                        "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES),
                        "teacher_identity": prep.teacher_identity,
-                       "dropped_schemes": dict(prep.dropped_schemes), "timing_footing": timing_footing(cfg)}.items():
+                       "dropped_schemes": dict(prep.dropped_schemes), "timing_footing": timing_footing(cfg),
+                       BUDGETS_ATTR: cfg.budgets.as_dict()}.items():
         study.set_user_attr(key, value)
     with _quiet_experimental():
         study.set_metric_names(list(OBJECTIVES))  # named objectives in the Optuna dashboard, not "0", "1", "2"
@@ -421,7 +434,7 @@ def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker
     say(f"\n[{ctx.study_name}] {done} completed trial(s) stored; running until {cfg.n_trials} "
         f"(sampler {cfg.sampler}, storage {cfg.storage})")
     start = time.monotonic()
-    objective_fn = tracked_objective(ctx, trial_tracker, reference)
+    objective_fn = tracked_objective(ctx, trial_tracker, reference, cfg.budgets)
     progress = TrialProgress(ctx.study_name, cfg.n_trials, done, quiet=cfg.quiet)
     try:
         return _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start)
@@ -472,7 +485,8 @@ def finished_elsewhere(exc: Exception) -> bool:
     return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith("Cannot tell a ")
 
 
-def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference: dict[str, float]):
+def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference: dict[str, float],
+                      budgets: Budgets = Budgets()):
     """The Optuna objective: open the trial's MLflow run, run the trial, keep its record on the trial."""
 
     def run(trial: optuna.Trial) -> list[float]:
@@ -498,7 +512,9 @@ def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference:
         metrics["latency_e2e_vs_baseline"] = metrics["latency_e2e_ms"] / reference["baseline_latency_e2e_ms"]
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("resolved_params", outcome.params)
-        trial.set_user_attr("tags", outcome.tags)
+        trial.set_user_attr("tags", {**outcome.tags, **budgets.tags(metrics)})
+        for name, amount in budgets.constraints(metrics).items():  # TPE and NSGA-II steer by these (<= 0: met)
+            trial.set_constraint(name, amount)
         trial_tracker.log_bundle(trial, outcome.artifact_dir)
         return list(outcome.values)
 
@@ -513,33 +529,45 @@ class _quiet_experimental(warnings.catch_warnings):
 
 
 def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent: str, status: str,
-                 keep_models: str = "pareto") -> None:
-    """Tag every completed trial's run pareto=true/false, log the front's table and plot, and (with
-    ``keep_models="pareto"``) delete dominated trials' model bundles: a dominated trial stays dominated."""
+                 keep_models: str = "pareto", budgets: Budgets = Budgets()) -> list:
+    """Tag every completed trial's run feasible and pareto (the front is among the trials meeting ``budgets``,
+    or among all without any), log the front's table and plot, and (with ``keep_models="pareto"``) delete the
+    model bundles of trials on neither that front nor the unconstrained one. Returns the front."""
     trials = completed(study)
-    front = pareto_trials(trials)
+    front = pareto_trials(trials, budgets=budgets)
     on_front = {t.number for t in front}
     for t in trials:
         run_id = t.user_attrs.get(RUN_ID_ATTR)
-        if run_id:
-            tracker.set_tags(run_id, {PARETO_TAG: "true" if t.number in on_front else "false"})
-    if keep_models == "pareto":
-        prune_dominated_models(tracker, trials, on_front)
+        if run_id:  # recomputed each session: a study resumed under other budgets is re-tagged
+            tracker.set_tags(run_id, {PARETO_TAG: "true" if t.number in on_front else "false",
+                                      **budgets.tags(t.user_attrs.get("metrics", {}))})
+    tracker.set_tags(parent, {PARETO_AMONG_TAG: "feasible" if budgets else "all", BUDGETS_ATTR: budgets.as_json()})
+    if keep_models == "pareto":  # a dominated trial stays dominated; other budgets may pick another front
+        kept = on_front | {t.number for t in pareto_trials(trials)}
+        prune_dominated_models(tracker, trials, kept)
     if trials:
-        frame = front_frame(front)
-        with tempfile.TemporaryDirectory() as tmp:
-            csv = Path(tmp) / "pareto_front.csv"
-            frame.to_csv(csv, index=False)
-            tracker.log_artifact(parent, csv)
-            html = Path(tmp) / "pareto_front.html"
-            pareto_figure(study).write_html(str(html), include_plotlyjs=True)
-            tracker.log_artifact(parent, html)
-        tracker.log_metrics(parent, {"completed_trials": len(trials), "pareto_trials": len(front)})
-        say(f"\nPareto front of {study_name} ({len(front)} of {len(trials)} completed trials; chosen on validation "
-            f"macro-F1, latency_vs_teacher (batch 1, paired with the fp32 teacher in one process) and size; "
-            f"macro_f1 is the test score with its 95% interval):")
-        say(printable(frame))
+        feasible = sum(budgets.feasible(t) for t in trials)
+        tracker.log_metrics(parent, {"completed_trials": len(trials), "pareto_trials": len(front),
+                                     "feasible_trials": feasible})
+        if budgets and not front:
+            say(f"\n[{study_name}] {budgets.nothing_meets(trials, study_name)}")
+        else:
+            frame = front_frame(front)
+            with tempfile.TemporaryDirectory() as tmp:
+                csv = Path(tmp) / "pareto_front.csv"
+                frame.to_csv(csv, index=False)
+                tracker.log_artifact(parent, csv)
+                html = Path(tmp) / "pareto_front.html"
+                pareto_figure(study).write_html(str(html), include_plotlyjs=True)
+                tracker.log_artifact(parent, html)
+            among = (f"among the {feasible} trials meeting the budgets ({budgets.describe()})" if budgets
+                     else "among all trials")
+            say(f"\nPareto front of {study_name} ({len(front)} of {len(trials)} completed trials, {among}; chosen on "
+                f"validation macro-F1, latency_vs_teacher (batch 1, paired with the fp32 teacher in one process) and "
+                f"size; macro_f1 is the test score with its 95% interval):")
+            say(printable(frame))
     tracker.end_study(parent, status)
+    return front
 
 
 def run_report(cfg: StudyConfig, out: Path | None, reference: Path | None = None) -> list[Path]:

@@ -113,3 +113,29 @@ def test_predict_rejects_a_folder_that_is_not_a_bundle(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and "bundle.json is missing" in done.stderr
+
+
+def test_pick_writes_exactly_one_bundle_stating_its_rule(exported, tmp_path):
+    client, runs = _trial_runs(exported["tracking"])
+    on_front = [r for r in runs if r.data.tags["pareto"] == "true"]
+    fastest = min(on_front, key=lambda r: (r.data.metrics["latency_vs_teacher"], -r.data.metrics["macro_f1_validation"]))
+    out = tmp_path / "picked"
+    assert export_main(["--study-name", "exp", "--storage", exported["storage"], "--tracking-uri",
+                        exported["tracking"], "--out", str(out), "--pick", "fastest-within:100"]) == 0
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert [f.name for f in folders] == [f"exp.scratch-base.scratch-tiny.trial-{fastest.data.tags['optuna.trial_number']}"]
+    card = (folders[0] / "model_card.md").read_text()
+    assert "Picked by rule `fastest-within:100`" in card and "Reported on test: macro-F1" in card
+    registry = MlflowClient(tracking_uri=exported["tracking"], registry_uri=exported["tracking"])
+    newest = max(registry.search_model_versions("name = 'exp-pareto'"), key=lambda v: int(v.version))
+    assert newest.run_id == fastest.info.run_id and "fastest-within:100" in newest.description
+    assert subprocess.run([sys.executable, "-m", "study.predict", str(folders[0]), "খুব খুশি"], cwd=ROOT,
+                          capture_output=True, text=True).returncode == 0
+
+
+def test_pick_under_an_impossible_budget_writes_nothing(exported, tmp_path, capsys):
+    out = tmp_path / "none"
+    assert export_main(["--study-name", "exp", "--storage", exported["storage"], "--tracking-uri",
+                        exported["tracking"], "--out", str(out), "--pick", "fastest", "--min-macro-f1", "0.999"]) == 2
+    assert "meets the budgets (--min-macro-f1 0.999); closest:" in capsys.readouterr().err
+    assert not out.exists()

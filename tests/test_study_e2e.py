@@ -326,3 +326,51 @@ def test_a_kill_between_tell_and_callback_keeps_the_bundle_and_a_stale_mark_does
     study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=stores["storage"])
     assert study.trials[killed[0] + 1].state == TrialState.FAIL
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 5
+
+
+def test_budgets_tag_every_trial_and_resuming_under_others_retags(two_trial_study, capsys):
+    """Run under budgets: every run says whether it meets them, the pareto tags are the feasible front; an
+    impossible budget names the closest trial; resuming without budgets re-tags among all trials."""
+    stores = two_trial_study
+    name = "e2e.scratch-base.scratch-tiny"
+    done = [t for t in optuna.load_study(study_name=name, storage=stores["storage"]).trials
+            if t.state == optuna.trial.TrialState.COMPLETE]
+    limit = sorted(t.values[0] for t in done)[len(done) // 2]  # about half the trials meet it
+    client = MlflowClient(tracking_uri=stores["tracking"])
+    exp = client.get_experiment_by_name("e2e")
+
+    def tags():
+        runs = client.search_runs([exp.experiment_id], f"tags.role = 'trial' and tags.`optuna.study_name` = '{name}'")
+        by_number = {int(r.data.tags["optuna.trial_number"]): r.data.tags for r in runs
+                     if r.info.status == "FINISHED"}
+        parent = client.search_runs([exp.experiment_id], "tags.role = 'study'")[0].data.tags
+        return by_number, parent
+
+    capsys.readouterr()
+    assert _run(stores, len(done), "--min-macro-f1", f"{limit}") == 0  # no new trial: re-tags the stored ones
+    assert "budgets changed from (no budgets) to (--min-macro-f1" in capsys.readouterr().out
+    by_number, parent = tags()
+    feasible = [t for t in done if t.values[0] >= limit]
+    front = {t.number for t in feasible if not any(_dominates(o.values, t.values) for o in feasible)}
+    assert 0 < len(feasible) < len(done) + 1
+    for t in done:
+        assert by_number[t.number]["feasible"] == ("true" if t.values[0] >= limit else "false")
+        assert by_number[t.number]["violated_budgets"] == ("none" if t.values[0] >= limit else "min_macro_f1")
+        assert by_number[t.number]["pareto"] == ("true" if t.number in front else "false")
+    assert parent["pareto_among"] == "feasible"
+    assert optuna.load_study(study_name=name, storage=stores["storage"]).user_attrs["budgets"] == \
+        {"min_macro_f1": limit}
+
+    assert _run(stores, len(done), "--min-macro-f1", "0.999") == 1  # impossible: ends cleanly, names the closest
+    best = max(done, key=lambda t: (t.values[0], -t.number))
+    out = capsys.readouterr().out
+    assert f"no completed trial of {name} meets the budgets (--min-macro-f1 0.999); closest: {name} trial " \
+           f"{best.number}" in out
+    by_number, _ = tags()
+    assert all(by_number[t.number]["feasible"] == "false" and by_number[t.number]["pareto"] == "false" for t in done)
+
+    assert _run(stores, len(done)) == 0
+    by_number, parent = tags()
+    everything = {t.number for t in done if not any(_dominates(o.values, t.values) for o in done)}
+    assert {n for n, tg in by_number.items() if tg["pareto"] == "true"} == everything
+    assert all(by_number[t.number]["feasible"] == "true" for t in done) and parent["pareto_among"] == "all"
