@@ -75,7 +75,7 @@ def in_fresh_process(fn: Callable, *args):
 
 
 def _quiet_child() -> None:
-    from study.run import quiet_libraries
+    from study.libraries import quiet_libraries
 
     quiet_libraries()
 
@@ -83,7 +83,7 @@ def _quiet_child() -> None:
 def finish(compute: Callable[[], dict], table: Callable[[dict], str], json_out: Path | None) -> int:
     """Run a benchmark (libraries quieted): print its table and write its JSON, or print a UserError and
     return exit code 2."""
-    from study.run import quiet_libraries
+    from study.libraries import quiet_libraries
 
     quiet_libraries()
     try:

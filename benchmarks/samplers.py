@@ -19,9 +19,9 @@ from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective, servable_space
 from search_spaces import load_space
 from study.config import SAMPLERS, StudyConfig
-from study.context import TrialContext
+from objectives.context import TrialContext
 from study.data import limit_part
-from study.errors import UserError
+from study.errors import UserError, space_errors
 from study.models import check_loadable, check_student_fits, resolve_model
 from study.progress import say
 from study.runner import make_sampler, measure_reference
@@ -60,11 +60,12 @@ def _prepare(cfg: StudyConfig, data: Path | None, student_name: str):
             check_loadable(spec)
     if student is not None:
         check_student_fits(teacher_spec, student)
-    space = load_space(cfg.space)
-    check_space(space)
-    space, _ = servable_space(space)  # schemes this machine cannot serve are not searched
-    if student is None:  # compressing the teacher itself: T and lambda do nothing, so they are not searched
-        space = space.pinned(**UNUSED_WITHOUT_STUDENT)
+    with space_errors():
+        space = load_space(cfg.space)
+        check_space(space)
+        space, _ = servable_space(space)  # schemes this machine cannot serve are not searched
+        if student is None:  # compressing the teacher itself: T and lambda do nothing, so they are not searched
+            space = space.pinned(**UNUSED_WITHOUT_STUDENT)
     corpus, split = load_split(cfg, data)
     teacher = prepare_teacher(teacher_spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
     return teacher_spec, student, space, corpus, split, teacher

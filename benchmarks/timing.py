@@ -114,7 +114,7 @@ def _train_worker(job: LoadJob, index: int, run, stop, ready, steps, busy, deadl
     """A training worker: while ``run`` is set, fit ``job.student`` again and again (every step inside
     ``training_step()``, as in a study); idle while it is clear; gone when ``stop`` is set, at the
     ``deadline`` (time.monotonic, machine-wide on Linux) or after ``max_fits`` fits."""
-    from study.run import quiet_libraries
+    from study.libraries import quiet_libraries
 
     quiet_libraries()
     import torch.nn.functional as F

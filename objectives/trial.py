@@ -19,9 +19,9 @@ from objectives.quantize import (CALIBRATION_METHODS, SCHEMES, QuantConfig, Sche
                                  unavailable_schemes)
 from search_spaces import SearchSpace, suggest
 from study.config import MeasureSettings
-from study.context import TrialContext
+from objectives.context import TrialContext
 from study.data import DataSplit
-from study.errors import UserError
+from study.errors import UserError, space_errors
 from study.models import build_model, load_tokenizer, teacher_subset
 from study.training import Encoded, encode, fit, macro_f1, pad_batch
 
@@ -52,7 +52,8 @@ class TrialOutcome:
 def servable_space(space: SearchSpace) -> tuple[SearchSpace, dict[str, str]]:
     """``space`` without the quantization schemes this machine cannot serve, and those schemes with why."""
     dropped = unavailable_schemes(space.choices("quant_scheme"))
-    return space.without_choices("quant_scheme", set(dropped)), dropped
+    with space_errors():
+        return space.without_choices("quant_scheme", set(dropped)), dropped
 
 
 def check_space(space: SearchSpace) -> None:

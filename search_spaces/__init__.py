@@ -8,9 +8,14 @@ from typing import Any
 
 import yaml
 
-from study.errors import UserError
 
 HERE = Path(__file__).resolve().parent
+class SpaceError(ValueError):
+    """A search space that cannot be used: the message names the file, the parameter and what is wrong.
+    This package is data and imports nothing of the study; whoever loads a space turns this into the
+    study's ``UserError`` (exit code 2)."""
+
+
 PARAMETERS = {  # name -> (required in a space file, allowed numeric range [low, high] or None)
     "temperature": (True, (0.0, None)),
     "kd_lambda": (True, (0.0, 1.0)),
@@ -58,10 +63,10 @@ class SearchSpace:
         if p is None or not dropped & set(self.choices(name)):
             return self
         if p.type == "fixed":
-            raise UserError(f"search space {self.source}: {name} is fixed to {p.value!r}, which cannot be used here")
+            raise SpaceError(f"search space {self.source}: {name} is fixed to {p.value!r}, which cannot be used here")
         kept = tuple(c for c in p.choices if c not in dropped)
         if not kept:
-            raise UserError(f"search space {self.source}: none of the {name} choices "
+            raise SpaceError(f"search space {self.source}: none of the {name} choices "
                             f"({', '.join(map(str, p.choices))}) can be used here")
         params = tuple(Param(name, "categorical", choices=kept) if q.name == name else q for q in self.params)
         return SearchSpace(self.name, self.source, params)
@@ -70,7 +75,7 @@ class SearchSpace:
         """The same space with some parameters fixed (an ablation cell)."""
         unknown = set(values) - set(PARAMETERS)
         if unknown:
-            raise UserError(f"cannot pin unknown parameter(s) {', '.join(sorted(unknown))}")
+            raise SpaceError(f"cannot pin unknown parameter(s) {', '.join(sorted(unknown))}")
         kept = [p for p in self.params if p.name not in values]
         fixed = [_validated(k, {"type": "fixed", "value": v}, self.source) for k, v in values.items()]
         return SearchSpace(self.name, self.source, tuple(kept + fixed))
@@ -88,77 +93,77 @@ def load_space(name_or_path: str = "default") -> SearchSpace:
     path = space_path(name_or_path)
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in HERE.glob("*.yaml")))
-        raise UserError(f"search space {name_or_path!r} not found (looked for {path}); known spaces: {known}")
+        raise SpaceError(f"search space {name_or_path!r} not found (looked for {path}); known spaces: {known}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"search space file {path} is not valid YAML: {exc}") from None
+        raise SpaceError(f"search space file {path} is not valid YAML: {exc}") from None
     return parse_space(raw, source=str(path), name=path.stem)
 
 
 def parse_space(raw: Any, *, source: str, name: str) -> SearchSpace:
     if not isinstance(raw, dict) or not raw:
-        raise UserError(f"search space file {source}: expected a mapping of parameter name -> definition")
+        raise SpaceError(f"search space file {source}: expected a mapping of parameter name -> definition")
     unknown = sorted(set(raw) - set(PARAMETERS))
     if unknown:
-        raise UserError(f"search space file {source}: unknown parameter(s) {', '.join(map(str, unknown))}; "
+        raise SpaceError(f"search space file {source}: unknown parameter(s) {', '.join(map(str, unknown))}; "
                         f"known: {', '.join(PARAMETERS)}")
     missing = [k for k, (required, _) in PARAMETERS.items() if required and k not in raw]
     if missing:
-        raise UserError(f"search space file {source}: missing parameter(s) {', '.join(missing)}")
+        raise SpaceError(f"search space file {source}: missing parameter(s) {', '.join(missing)}")
     return SearchSpace(name, source, tuple(_validated(k, v, source) for k, v in raw.items()))
 
 
 def _validated(name: str, spec: Any, source: str) -> Param:
     where = f"search space file {source}, parameter {name!r}"
     if not isinstance(spec, dict) or spec.get("type") not in TYPES:
-        raise UserError(f"{where}: expected a mapping with type one of {', '.join(TYPES)}")
+        raise SpaceError(f"{where}: expected a mapping with type one of {', '.join(TYPES)}")
     kind = spec["type"]
     allowed_keys = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
                     "categorical": {"choices"}, "fixed": {"value"}}[kind] | {"type"}
     extra = sorted(set(spec) - allowed_keys)
     if extra:
-        raise UserError(f"{where}: unexpected key(s) {', '.join(extra)} for type {kind}")
+        raise SpaceError(f"{where}: unexpected key(s) {', '.join(extra)} for type {kind}")
     _, bounds = PARAMETERS[name]
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices or len(set(map(str, choices))) != len(choices):
-            raise UserError(f"{where}: choices must be a non-empty list of distinct values")
+            raise SpaceError(f"{where}: choices must be a non-empty list of distinct values")
         return Param(name, kind, choices=tuple(choices))
     if kind == "fixed":
         if "value" not in spec:
-            raise UserError(f"{where}: a fixed parameter needs a value")
+            raise SpaceError(f"{where}: a fixed parameter needs a value")
         value = spec["value"]
         if bounds is not None:
             _check_in_bounds(where, "value", value, bounds)
         return Param(name, kind, value=value)
     if bounds is None:
-        raise UserError(f"{where}: must be categorical or fixed, not {kind}")
+        raise SpaceError(f"{where}: must be categorical or fixed, not {kind}")
     low, high = spec.get("low"), spec.get("high")
     for key, val in (("low", low), ("high", high)):
         if not isinstance(val, (int, float)) or isinstance(val, bool):
-            raise UserError(f"{where}: {key} must be a number, got {val!r}")
+            raise SpaceError(f"{where}: {key} must be a number, got {val!r}")
         _check_in_bounds(where, key, val, bounds)
     if low >= high:
-        raise UserError(f"{where}: low ({low}) must be smaller than high ({high})")
+        raise SpaceError(f"{where}: low ({low}) must be smaller than high ({high})")
     log = bool(spec.get("log", False))
     step = spec.get("step")
     if log and low <= 0:
-        raise UserError(f"{where}: a log-scale range needs low > 0, got {low}")
+        raise SpaceError(f"{where}: a log-scale range needs low > 0, got {low}")
     if log and step is not None:
-        raise UserError(f"{where}: log and step cannot be combined")
+        raise SpaceError(f"{where}: log and step cannot be combined")
     if step is not None and (not isinstance(step, (int, float)) or step <= 0 or step > high - low):
-        raise UserError(f"{where}: step must be a positive number no larger than high - low, got {step!r}")
+        raise SpaceError(f"{where}: step must be a positive number no larger than high - low, got {step!r}")
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
 def _check_in_bounds(where: str, key: str, value: Any, bounds: tuple[float, float | None]) -> None:
     lo, hi = bounds
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise UserError(f"{where}: {key} must be a number, got {value!r}")
+        raise SpaceError(f"{where}: {key} must be a number, got {value!r}")
     if value < lo or (hi is not None and value > hi):
         limit = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise UserError(f"{where}: {key} {value} is outside the allowed range {limit}")
+        raise SpaceError(f"{where}: {key} {value} is outside the allowed range {limit}")
 
 
 def suggest(trial, space: SearchSpace) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from objectives.measure import machine_facts
 from objectives.trial import check_space, objective, servable_space
 from search_spaces import load_space
 from study.config import StudyConfig
-from study.context import TrialContext
+from objectives.context import TrialContext
 from study.data import limit_part, split_corpus
-from study.errors import UserError
+from study.errors import UserError, space_errors
 from study.models import ModelSpec, build_model, check_loadable, resolve_model
 from study.progress import say
 from study.runner import measure_reference, resolve_data
@@ -117,9 +117,10 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     if derived:
         raise UserError(f"--students {','.join(derived)}: the ablation distils every teacher into the same students, "
                         "so students made of a teacher's own layers are for the pareto objective only")
-    space = load_space(cfg.space)
-    check_space(space.pinned(prune_kind=ab.prune_kind, quant_scheme=ab.quant_scheme))
-    servable_space(space.pinned(quant_scheme=ab.quant_scheme))  # exits 2 if this machine cannot serve it
+    with space_errors():
+        space = load_space(cfg.space)
+        check_space(space.pinned(prune_kind=ab.prune_kind, quant_scheme=ab.quant_scheme))
+        servable_space(space.pinned(quant_scheme=ab.quant_scheme))  # exits 2 if this machine cannot serve it
     for spec in (*teachers, *students):
         check_loadable(spec)
     corpus = resolve_data(cfg)
@@ -176,10 +177,11 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                 with closing(timer):
                     for cell in (c for c in cells if c.teacher == tspec.name):
                         t, lam = kd[tspec.name]
-                        pinned = space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
-                                              prune_ratio=ab.prune_ratio if cell.prune else 0.0,
-                                              quant_scheme=ab.quant_scheme if cell.quant else "none",
-                                              calibration=ab.calibration)
+                        with space_errors():
+                            pinned = space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
+                                                  prune_ratio=ab.prune_ratio if cell.prune else 0.0,
+                                                  quant_scheme=ab.quant_scheme if cell.quant else "none",
+                                                  calibration=ab.calibration)
                         student = next((s for s in students if s.name == cell.student), None)
                         ctx = TrialContext(study_name=f"{cfg.study_name}.ablation", split=split, teacher=teacher,
                                            student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,3 +144,10 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "bert-compress-study"
+
+
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    """--study-name/--storage/--tracking-uri for the commands that read an existing study."""
+    p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI (also the registry)")

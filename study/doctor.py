@@ -63,7 +63,7 @@ def check_study(study: optuna.Study, tracker: Tracker, experiment_id: str, repai
 
 
 def main(argv: list[str] | None = None) -> int:
-    from study.run import add_store_flags
+    from study.config import add_store_flags
 
     p = argparse.ArgumentParser(prog="python -m study.doctor", description=__doc__.split(":", 1)[1].strip())
     add_store_flags(p)

@@ -273,7 +273,7 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from study.run import add_store_flags
+    from study.config import add_store_flags
 
     p = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.split(":", 1)[1].strip())
     add_store_flags(p)
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-register", action="store_true", help="write bundles only, no Model Registry versions")
     add_budget_flags(p)
     args = p.parse_args(argv)
-    from study.run import quiet_libraries
+    from study.libraries import quiet_libraries
 
     quiet_libraries()
     try:

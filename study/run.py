@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from dataclasses import replace
@@ -13,15 +12,9 @@ from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DE
                           SCRATCH_BASELINE_KD, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
 from study.budgets import add_budget_flags, budgets_from_args
 from study.errors import EXIT_USER_ERROR, UserError
+from study.libraries import quiet_libraries
 
 OBJECTIVES = ("pareto", "report", "ablation")
-
-
-def add_store_flags(p: argparse.ArgumentParser) -> None:
-    """--study-name/--storage/--tracking-uri for the commands that read an existing study."""
-    p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
-    p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI (also the registry)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,22 +136,6 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
             raise UserError(f"--teacher-tfidf-weight must be in [0, 1], got {args.teacher_tfidf_weight}")
         cfg = replace(cfg, train=replace(cfg.train, tfidf_member_weight=args.teacher_tfidf_weight))
     return cfg
-
-
-def quiet_libraries() -> None:
-    """Keep the console to one line per trial: silence Optuna's and the libraries' chatter."""
-    import mlflow  # noqa: F401  (configures its loggers on import; quieted below)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials get our own one-line message
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    for name in ("mlflow", "alembic", "transformers", "onnxruntime", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:

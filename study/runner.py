@@ -27,10 +27,10 @@ from objectives.trial import (DIRECTIONS, OBJECTIVES, TrialOutcome, check_space,
 from search_spaces import SearchSpace, load_space
 from study.budgets import BUDGETS_ATTR, PARETO_AMONG_TAG, Budgets
 from study.config import StudyConfig
-from study.context import TrialContext
+from objectives.context import TrialContext
 from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
 from study.demo import demo_corpus
-from study.errors import UserError
+from study.errors import UserError, space_errors
 from study.progress import TrialProgress, say
 from study.report import publish
 from study.stores import check_reachable
@@ -96,7 +96,8 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
     """Check every input (data, models, space, stores) so that bad input fails before any write."""
     teacher = resolve_model(cfg.teacher)
     students = tuple(resolve_model(s) for s in cfg.students)
-    space = load_space(cfg.space)
+    with space_errors():
+        space = load_space(cfg.space)
     check_space(space)
     space, dropped = servable_space(space)
     corpus = resolve_data(cfg, quiet)
@@ -175,7 +176,8 @@ def keep_stored_space(name: str, existing: optuna.Study, space: SearchSpace,
                         f"({dropped[cannot[0]]}); resume it on a machine that can, or use another --study-name")
     extra = {k: v for k, v in recorded.items() if k not in dropped}
     if extra:
-        space = space.without_choices("quant_scheme", set(extra))
+        with space_errors():
+            space = space.without_choices("quant_scheme", set(extra))
         dropped = {**dropped, **extra}
     return space, dropped
 
@@ -355,7 +357,7 @@ def start_helpers(cfg: StudyConfig, reference: Reference) -> list:
 
 def helper_main(cfg: StudyConfig, reference: Reference, index: int) -> None:
     """A helper worker: rebuild the context from the same config (teacher from cache), run trials."""
-    from study.run import quiet_libraries
+    from study.libraries import quiet_libraries
 
     quiet_libraries()
     set_compute_threads(max(1, (os.cpu_count() or 1) // cfg.workers))

@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from objectives.trial import check_space
-from search_spaces import load_space, parse_space, suggest
+from search_spaces import SpaceError, load_space, parse_space, suggest
 from study.errors import UserError
 
 
@@ -39,17 +39,17 @@ BASE = {"temperature": {"type": "float", "low": 1.0, "high": 5.0},
     ({"temperature": {"type": "normal"}}, "expected a mapping with type"),
 ])
 def test_invalid_spaces_are_rejected(tmp_path, change, message):
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(SpaceError, match=message):
         load_space(_write(tmp_path, {**BASE, **change}))
 
 
 def test_missing_parameter_and_unknown_choice(tmp_path):
-    with pytest.raises(UserError, match="missing parameter.*quant_scheme"):
+    with pytest.raises(SpaceError, match="missing parameter.*quant_scheme"):
         parse_space({k: v for k, v in BASE.items() if k != "quant_scheme"}, source="x", name="x")
     space = load_space(_write(tmp_path, {**BASE, "quant_scheme": {"type": "categorical", "choices": ["int3"]}}))
     with pytest.raises(UserError, match="quant_scheme choice.*int3"):
         check_space(space)
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(SpaceError, match="not found"):
         load_space("no-such-space")
 
 
