@@ -11,10 +11,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-from study.config import DEFAULT_TEACHER, StudyConfig, quick_overrides
-from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
-from study.demo import demo_corpus
-from study.errors import EXIT_USER_ERROR, UserError
+from study.core.config import DEFAULT_TEACHER, StudyConfig, quick_overrides
+from study.core.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
+from study.core.demo import demo_corpus
+from study.core.errors import EXIT_USER_ERROR, UserError
 
 
 def benchmark_parser(prog: str, doc: str,
@@ -75,7 +75,7 @@ def in_fresh_process(fn: Callable, *args):
 
 
 def _quiet_child() -> None:
-    from study.libraries import quiet_libraries
+    from study.core.libraries import quiet_libraries
 
     quiet_libraries()
 
@@ -83,7 +83,7 @@ def _quiet_child() -> None:
 def finish(compute: Callable[[], dict], table: Callable[[dict], str], json_out: Path | None) -> int:
     """Run a benchmark (libraries quieted): print its table and write its JSON, or print a UserError and
     return exit code 2."""
-    from study.libraries import quiet_libraries
+    from study.core.libraries import quiet_libraries
 
     quiet_libraries()
     try:

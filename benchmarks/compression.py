@@ -14,12 +14,12 @@ from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_proc
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import SCHEMES, QuantConfig, SchemeUnavailable
 from objectives.trial import calibration_batches, serve_and_measure
-from study.config import StudyConfig
-from study.errors import UserError
-from study.models import resolve_model
-from study.progress import say
-from study.teacher import prepare_teacher
-from study.training import encode
+from study.core.config import StudyConfig
+from study.core.errors import UserError
+from study.core.models import resolve_model
+from study.reporting.progress import say
+from study.core.teacher import prepare_teacher
+from study.core.training import encode
 
 
 TIMED = ("latency_ms", "latency_ms_allcores", "throughput_per_s_allcores")  # the ratios' inputs

@@ -18,14 +18,14 @@ from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_proc
 from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective, servable_space
 from search_spaces import load_space
-from study.config import SAMPLERS, StudyConfig
+from study.core.config import SAMPLERS, StudyConfig
 from objectives.context import TrialContext
-from study.data import limit_part
-from study.errors import UserError, space_errors
-from study.models import check_loadable, check_student_fits, resolve_model
-from study.progress import say
-from study.runner import make_sampler, measure_reference
-from study.teacher import prepare_teacher, scratch_tokenizer
+from study.core.data import limit_part
+from study.core.errors import UserError, space_errors
+from study.core.models import check_loadable, check_student_fits, resolve_model
+from study.reporting.progress import say
+from study.orchestration.runner import make_sampler, measure_reference
+from study.core.teacher import prepare_teacher, scratch_tokenizer
 
 QUICK_TEST_EXAMPLES = 1000
 PAIRED_TESTS = ("two-sided, paired by seed (null: no difference from random): Wilcoxon signed-rank "

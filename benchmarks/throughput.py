@@ -10,9 +10,9 @@ import tempfile
 import time
 
 from benchmarks.common import benchmark_parser, data_path, finish, names, study_config
-from study.config import DEFAULT_STUDENTS
-from study.errors import UserError
-from study.progress import say
+from study.core.config import DEFAULT_STUDENTS
+from study.core.errors import UserError
+from study.reporting.progress import say
 
 STAGES = ("distil", "prune", "quantize", "evaluate", "measure")
 
@@ -21,8 +21,8 @@ def measure_setting(args: argparse.Namespace, quick: bool, n_trials: int, studen
     """Run a real pareto study (throwaway stores) in one setting; time every trial and its stages."""
     import optuna
 
-    from study.front import completed, pair_studies
-    from study.runner import run_pareto
+    from study.reporting.front import completed, pair_studies
+    from study.orchestration.runner import run_pareto
 
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         cfg = study_config(args, quick=quick, students=students, n_trials=n_trials, study_name="throughput",

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import benchmark_parser, data_path, finish, load_split, names, study_config
-from study.config import MeasureSettings, TrainSettings
-from study.errors import UserError
-from study.progress import say
+from study.core.config import MeasureSettings, TrainSettings
+from study.core.errors import UserError
+from study.reporting.progress import say
 
 CANDIDATES = ("onnx_dynamic_int8", "none")  # the teacher's network int8 in ONNX Runtime, and fp32 in PyTorch eager
 GOAL = 0.10  # issue #16: a timing under training load within 10% of the same timing alone
@@ -88,7 +88,7 @@ def drift_summary(rows: list[dict]) -> dict:
             "speedups_within_intervals": outside == 0}
 
 
-# -- 2. training load: worker processes running study.training.fit --------------------------------------------
+# -- 2. training load: worker processes running study.core.training.fit --------------------------------------------
 
 @dataclass(frozen=True)
 class LoadJob:
@@ -114,13 +114,13 @@ def _train_worker(job: LoadJob, index: int, run, stop, ready, steps, busy, deadl
     """A training worker: while ``run`` is set, fit ``job.student`` again and again (every step inside
     ``training_step()``, as in a study); idle while it is clear; gone when ``stop`` is set, at the
     ``deadline`` (time.monotonic, machine-wide on Linux) or after ``max_fits`` fits."""
-    from study.libraries import quiet_libraries
+    from study.core.libraries import quiet_libraries
 
     quiet_libraries()
     import torch.nn.functional as F
 
-    from study.models import build_model, load_tokenizer, resolve_model
-    from study.training import encode, fit, set_compute_threads
+    from study.core.models import build_model, load_tokenizer, resolve_model
+    from study.core.training import encode, fit, set_compute_threads
 
     set_compute_threads(job.threads)
     spec = resolve_model(job.student)
@@ -268,7 +268,7 @@ def load_comparison(timer, candidates: dict[str, Path], test_texts: tuple[str, .
     phases, an alone phase before and after each): through ``timer`` (the timing process, which holds the
     machine-wide lock) and in this process with ``measure_speed`` (no lock). ``load`` must be entered."""
     from objectives.bundle import load_bundle
-    from study.training import encode
+    from study.core.training import encode
 
     local = {}
     for name, directory in candidates.items():
@@ -383,9 +383,9 @@ def run(args: argparse.Namespace) -> dict:
 
     from objectives.measure import machine_facts
     from objectives.quantize import SCHEMES
-    from study.timing_lock import LOCK_DIR_ENV
-    from study.models import resolve_model
-    from study.teacher import prepare_teacher, scratch_tokenizer
+    from study.core.timing_lock import LOCK_DIR_ENV
+    from study.core.models import resolve_model
+    from study.core.teacher import prepare_teacher, scratch_tokenizer
 
     cfg = study_config(args)
     settings = cfg.measure

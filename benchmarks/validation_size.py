@@ -15,8 +15,8 @@ import numpy as np
 
 from benchmarks.common import benchmark_parser, data_path, finish, load_split
 from objectives.measure import bootstrap_macro_f1, macro_f1_rows
-from study.config import StudyConfig
-from study.tfidf import tfidf_pipeline
+from study.core.config import StudyConfig
+from study.core.tfidf import tfidf_pipeline
 
 
 def run(data, seed: int, sizes: list[float], resamples: int) -> dict:

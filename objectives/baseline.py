@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from sklearn.metrics import accuracy_score
 
 from objectives.measure import Speed, measure_text_speed
-from study.config import MeasureSettings
-from study.data import DataSplit
-from study.tfidf import tfidf_pipeline
-from study.training import macro_f1
+from study.core.config import MeasureSettings
+from study.core.data import DataSplit
+from study.core.tfidf import tfidf_pipeline
+from study.core.training import macro_f1
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from study.errors import UserError
+from study.core.errors import UserError
 
 FORMAT = "bert-compress-study-bundle"
 VERSION = 1
@@ -72,7 +72,7 @@ class Bundle:
 
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, one row per text, columns in ``labels`` order."""
-        from study.textnorm import normalize_text
+        from study.core.textnorm import normalize_text
 
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         for start in range(0, len(texts), batch_size):

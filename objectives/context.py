@@ -10,10 +10,10 @@ import numpy as np
 
 from objectives.timing import PairedTimer
 from search_spaces import SearchSpace
-from study.config import MeasureSettings, TrainSettings
-from study.data import DataSplit
-from study.models import ModelSpec
-from study.teacher import TeacherArtifacts
+from study.core.config import MeasureSettings, TrainSettings
+from study.core.data import DataSplit
+from study.core.models import ModelSpec
+from study.core.teacher import TeacherArtifacts
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from study.errors import UserError
-from study.training import kd_loss
+from study.core.errors import UserError
+from study.core.training import kd_loss
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from sklearn.metrics import accuracy_score
 
-from study.config import MeasureSettings
-from study.training import Encoded, macro_f1, ordered_batches, pad_batch, train_threads
+from study.core.config import MeasureSettings
+from study.core.training import Encoded, macro_f1, ordered_batches, pad_batch, train_threads
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from objectives.measure import cv, iqr, latency_pass, steady_timing, throughput, warm_up
-from study.timing_lock import timing_exclusive
-from study.config import MeasureSettings
+from study.core.timing_lock import timing_exclusive
+from study.core.config import MeasureSettings
 
 # -- paired ratios -----------------------------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ def _bundle(directory: str, threads: int, keep: bool):
 
 def _singles(bundle, texts: list[str], fixed_length: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each text tokenized by the bundle's own tokenizer, at its own length (or padded to ``fixed_length``)."""
-    from study.textnorm import normalize_text
+    from study.core.textnorm import normalize_text
 
     out = []
     for text in texts:
@@ -113,7 +113,7 @@ def _singles(bundle, texts: list[str], fixed_length: int | None) -> list[tuple[n
 
 
 def _batches(bundle, texts: list[str], size: int, count: int, fixed_length: int | None):
-    from study.textnorm import normalize_text
+    from study.core.textnorm import normalize_text
 
     batches = []
     for start in range(0, min(len(texts), size * count), size):

@@ -18,12 +18,12 @@ from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import (CALIBRATION_METHODS, SCHEMES, QuantConfig, SchemeUnavailable, Servable, quantize,
                                  unavailable_schemes)
 from search_spaces import SearchSpace, suggest
-from study.config import MeasureSettings
+from study.core.config import MeasureSettings
 from objectives.context import TrialContext
-from study.data import DataSplit
-from study.errors import UserError, space_errors
-from study.models import build_model, load_tokenizer, teacher_subset
-from study.training import Encoded, encode, fit, macro_f1, pad_batch
+from study.core.data import DataSplit
+from study.core.errors import UserError, space_errors
+from study.core.models import build_model, load_tokenizer, teacher_subset
+from study.core.training import Encoded, encode, fit, macro_f1, pad_batch
 
 # The objectives' MLflow metric names:
 # - validation macro-F1 of the served artifact (selection never sees test labels; ``macro_f1``, the test score, is

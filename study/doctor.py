@@ -9,11 +9,11 @@ from collections import defaultdict
 import optuna
 from optuna.trial import TrialState
 
-from study.budgets import Budgets
-from study.callbacks import KILLED_REASON, finish_run
-from study.errors import EXIT_USER_ERROR, UserError
-from study.front import completed, pair_studies, pareto_trials
-from study.tracking import PARETO_TAG, RUN_ID_ATTR, TRIAL_TAG, Tracker
+from study.core.budgets import Budgets
+from study.reporting.callbacks import KILLED_REASON, finish_run
+from study.core.errors import EXIT_USER_ERROR, UserError
+from study.reporting.front import completed, pair_studies, pareto_trials
+from study.reporting.tracking import PARETO_TAG, RUN_ID_ATTR, TRIAL_TAG, Tracker
 
 
 def check_study(study: optuna.Study, tracker: Tracker, experiment_id: str, repair: bool) -> list[str]:
@@ -63,7 +63,7 @@ def check_study(study: optuna.Study, tracker: Tracker, experiment_id: str, repai
 
 
 def main(argv: list[str] | None = None) -> int:
-    from study.config import add_store_flags
+    from study.core.config import add_store_flags
 
     p = argparse.ArgumentParser(prog="python -m study.doctor", description=__doc__.split(":", 1)[1].strip())
     add_store_flags(p)

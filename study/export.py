@@ -18,12 +18,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from objectives.bundle import Bundle, BundleError, load_bundle
-from study.budgets import Budgets, add_budget_flags, budgets_from_args
-from study.callbacks import BUNDLE_ARTIFACT, trial_params
-from study.errors import EXIT_USER_ERROR, UserError
-from study.front import NO_PRUNING, completed, pair_studies, pareto_trials, pruning_label
-from study.picks import Rule, loss_points, parse_rule, pick
-from study.tracking import RUN_ID_ATTR, Tracker
+from study.core.budgets import Budgets, add_budget_flags, budgets_from_args
+from study.reporting.callbacks import BUNDLE_ARTIFACT, trial_params
+from study.core.errors import EXIT_USER_ERROR, UserError
+from study.reporting.front import NO_PRUNING, completed, pair_studies, pareto_trials, pruning_label
+from study.reporting.picks import Rule, loss_points, parse_rule, pick
+from study.reporting.tracking import RUN_ID_ATTR, Tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,9 +78,9 @@ def choose_trials(study: optuna.Study, which: str, budgets: Budgets = Budgets())
 
 def remeasure(bundle: Bundle, params: dict[str, str], data_override: Path | None) -> float | None:
     """Macro-F1 of the bundle on the run's own test split, if that data can be found (same sha256)."""
-    from study.data import load_corpus, split_corpus
-    from study.demo import DEMO_SOURCE, demo_corpus
-    from study.training import macro_f1
+    from study.core.data import load_corpus, split_corpus
+    from study.core.demo import DEMO_SOURCE, demo_corpus
+    from study.core.training import macro_f1
 
     source = params.get("data_source", "")
     if data_override is not None:
@@ -273,7 +273,7 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from study.config import add_store_flags
+    from study.core.config import add_store_flags
 
     p = argparse.ArgumentParser(prog="python -m study.export", description=__doc__.split(":", 1)[1].strip())
     add_store_flags(p)
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-register", action="store_true", help="write bundles only, no Model Registry versions")
     add_budget_flags(p)
     args = p.parse_args(argv)
-    from study.libraries import quiet_libraries
+    from study.core.libraries import quiet_libraries
 
     quiet_libraries()
     try:

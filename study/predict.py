@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from study.errors import EXIT_USER_ERROR
+from study.core.errors import EXIT_USER_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from objectives.bundle import BundleError, load_bundle
-    from study.errors import UserError
+    from study.core.errors import UserError
 
     try:
         bundle = load_bundle(args.bundle, threads=args.threads or os.cpu_count() or 1)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _read_texts(path: Path, text_col: str | None) -> list[str]:
-    from study.data import TEXT_COLUMN_NAMES, pick_column, read_table
+    from study.core.data import TEXT_COLUMN_NAMES, pick_column, read_table
 
     frame = read_table(path)
     column = pick_column(frame, path, text_col, TEXT_COLUMN_NAMES, "text", "--text-col")

@@ -8,11 +8,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from study.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
+from study.core.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
                           SCRATCH_BASELINE_KD, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
-from study.budgets import add_budget_flags, budgets_from_args
-from study.errors import EXIT_USER_ERROR, UserError
-from study.libraries import quiet_libraries
+from study.core.budgets import add_budget_flags, budgets_from_args
+from study.core.errors import EXIT_USER_ERROR, UserError
+from study.core.libraries import quiet_libraries
 
 OBJECTIVES = ("pareto", "report", "ablation")
 
@@ -143,13 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         quiet_libraries()
-        from study.runner import run_pareto, run_report
+        from study.orchestration.runner import run_pareto, run_report
 
         if cfg.objective == "report":
             run_report(cfg, args.out, args.reference)
             return 0
         if cfg.objective == "ablation":
-            from study.ablation import DEFAULT_STUDENTS as ABLATION_STUDENTS, AblationSettings, run_ablation
+            from study.orchestration.ablation import DEFAULT_STUDENTS as ABLATION_STUDENTS, AblationSettings, run_ablation
 
             students = cfg.students if args.students is not None else ABLATION_STUDENTS
             run_ablation(cfg, AblationSettings(
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                 quant_scheme=args.quant_scheme, reference=args.reference, out=args.out))
             return 0
         fronts = run_pareto(cfg)
-        from study.progress import say
-        from study.ui_links import ui_lines
+        from study.reporting.progress import say
+        from study.reporting.ui_links import ui_lines
 
         say("\n" + "\n".join(ui_lines(cfg.tracking_uri, cfg.storage, cfg.study_name)))  # printed with --quiet too
     except UserError as exc:

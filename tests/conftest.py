@@ -19,15 +19,15 @@ UBMEC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ubmec"
 
 @pytest.fixture(scope="session")
 def demo_split():
-    from study.data import split_corpus
-    from study.demo import demo_corpus
+    from study.core.data import split_corpus
+    from study.core.demo import demo_corpus
 
     return split_corpus(demo_corpus(), seed=3)
 
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(demo_split, tmp_path_factory):
-    from study.teacher import scratch_tokenizer
+    from study.core.teacher import scratch_tokenizer
 
     return scratch_tokenizer(demo_split, tmp_path_factory.mktemp("cache"))
 
@@ -37,9 +37,9 @@ def trained_tiny(demo_split, tokenizer_dir):
     """scratch-tiny trained with cross-entropy on the demo corpus (a few seconds on 2 cores)."""
     import torch.nn.functional as F
 
-    from study.config import TrainSettings
-    from study.models import ZOO, build_model, load_tokenizer
-    from study.training import encode, fit
+    from study.core.config import TrainSettings
+    from study.core.models import ZOO, build_model, load_tokenizer
+    from study.core.training import encode, fit
 
     spec = ZOO["scratch-tiny"]
     tok = load_tokenizer(spec, tokenizer_dir)

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.ablation import grid
-from study.ablation_report import FIGURES
+from study.orchestration.ablation import grid
+from study.reporting.ablation_report import FIGURES
 from study.run import main
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "paper_tables.csv"
@@ -108,7 +108,7 @@ def test_report_has_every_table_and_figure(ablation):
 
 
 def test_repeats_are_aggregated_as_mean_and_std():
-    from study.ablation_report import aggregate, markdown
+    from study.reporting.ablation_report import aggregate, markdown
 
     rows = [{"teacher": "t", "technique": "distil", "model": "s", "repeat": r, "macro_f1": f, "speedup": 2.0}
             for r, f in enumerate((0.4, 0.6))]
@@ -121,8 +121,8 @@ def test_repeats_are_aggregated_as_mean_and_std():
 def test_kd_settings_come_from_the_best_pareto_trial(tmp_path):
     import optuna
 
-    from study.ablation import kd_from_study
-    from study.errors import UserError
+    from study.orchestration.ablation import kd_from_study
+    from study.core.errors import UserError
 
     storage = f"sqlite:///{tmp_path}/o.db"
     study = optuna.create_study(study_name="s.scratch-base.scratch-tiny", storage=storage,

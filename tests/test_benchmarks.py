@@ -160,7 +160,7 @@ def test_timing_benchmark_recycles_the_timing_process_and_times_alone_and_under_
     from dataclasses import replace
 
     from benchmarks.timing import LoadJob, TrainingLoad, export_candidates, measure, table
-    from study.config import MeasureSettings, TrainSettings
+    from study.core.config import MeasureSettings, TrainSettings
 
     monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))  # this test's own lock, not the machine's
     model, tok = trained_tiny

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from browser_support import CHROMIUM, DRIVER, STUDY, body_text, chrome, free_port, quick_study, screenshots, \
     wait_for_text, wait_until
-from study.ui_links import PARETO_FILTER, runs_link
+from study.reporting.ui_links import PARETO_FILTER, runs_link
 
 pytest.importorskip("selenium.webdriver")
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")]

@@ -19,7 +19,7 @@ import requests
 
 from browser_support import CHROMIUM, DRIVER, STUDY, chrome, free_port, quick_study, screenshots, wait_for_text, \
     wait_until
-from study.ui_links import dashboard_link, dashboard_lines
+from study.reporting.ui_links import dashboard_link, dashboard_lines
 
 pytest.importorskip("selenium.webdriver")
 pytest.importorskip("optuna_dashboard", reason="needs optuna-dashboard (pip install -e '.[dashboard]')")

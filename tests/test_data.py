@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.data import load_corpus, normalize_text, split_corpus
-from study.errors import UserError
+from study.core.data import load_corpus, normalize_text, split_corpus
+from study.core.errors import UserError
 
 from conftest import UBMEC
 
@@ -128,7 +128,7 @@ def test_class_too_small_to_stratify(tmp_path):
 
 
 def test_split_is_seeded_stratified_and_disjoint(demo_split):
-    from study.demo import demo_corpus
+    from study.core.demo import demo_corpus
 
     again = split_corpus(demo_corpus(), seed=3)
     assert again.test.texts == demo_split.test.texts
@@ -172,7 +172,7 @@ def _assert_validation_is_carved_from_train(corpus, seed, test_size=0.3):
 
 
 def test_split_parts_are_disjoint_and_validation_comes_from_train_demo():
-    from study.demo import demo_corpus
+    from study.core.demo import demo_corpus
 
     corpus = demo_corpus()
     assert len(set(corpus.texts)) == len(corpus.texts)

@@ -58,7 +58,7 @@ def test_kd_loss_fn_gathers_teacher_rows_by_train_index():
 def test_config_rejects_bad_values():
     import pytest
 
-    from study.errors import UserError
+    from study.core.errors import UserError
 
     with pytest.raises(UserError):
         DistillConfig(temperature=0.0, kd_lambda=0.5)
@@ -69,11 +69,11 @@ def test_config_rejects_bad_values():
 def test_teacher_can_learn_from_the_tfidf_models_out_of_fold_probabilities(demo_split, tmp_path):
     import numpy as np
 
-    from study.config import TrainSettings
-    from study.models import PRESETS, ZOO
-    from study.teacher import prepare_teacher, teacher_cache_key, teacher_settings
-    from study.tfidf import out_of_fold_logits
-    from study.training import macro_f1
+    from study.core.config import TrainSettings
+    from study.core.models import PRESETS, ZOO
+    from study.core.teacher import prepare_teacher, teacher_cache_key, teacher_settings
+    from study.core.tfidf import out_of_fold_logits
+    from study.core.training import macro_f1
 
     logits = out_of_fold_logits(demo_split.train.texts, demo_split.train.labels, seed=0)
     assert logits.shape == (len(demo_split.train), len(demo_split.label_names))
@@ -104,11 +104,11 @@ def test_teacher_ensemble_with_the_tfidf_model_picks_its_weight_on_validation(de
     import numpy as np
     from scipy.special import softmax
 
-    from study.config import TrainSettings
-    from study.models import ZOO
-    from study.teacher import MEMBER_WEIGHTS, prepare_teacher, teacher_cache_key
-    from study.tfidf import out_of_fold_logits
-    from study.training import macro_f1
+    from study.core.config import TrainSettings
+    from study.core.models import ZOO
+    from study.core.teacher import MEMBER_WEIGHTS, prepare_teacher, teacher_cache_key
+    from study.core.tfidf import out_of_fold_logits
+    from study.core.training import macro_f1
 
     spec = ZOO["scratch-tiny"]
     settings = TrainSettings(max_epochs=2, patience=1, max_length=32, baseline_kd_lambda=0.0)

@@ -11,8 +11,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from study.front import pareto_figure
-from study.report import merged_figure, study_figures
+from study.reporting.front import pareto_figure
+from study.reporting.report import merged_figure, study_figures
 
 METRICS = {"teacher_macro_f1_validation": 0.85, "teacher_latency_vs_teacher": 1.0, "teacher_size_mb": 14.0,
            "teacher_latency_ms": 3.0, "teacher_tfidf_weight": 0.2, "baseline_macro_f1_validation": 0.81,

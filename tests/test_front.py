@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import optuna
 
-from study.front import front_frame, pareto_trials
+from study.reporting.front import front_frame, pareto_trials
 
 
 def _dominates(a, b):
@@ -45,7 +45,7 @@ def test_merged_front_keeps_points_from_several_studies():
 def test_front_vs_reference_picks_the_same_way_for_both(tmp_path):
     import optuna
 
-    from study.compare import comparison_markdown, our_points, reference_points
+    from study.reporting.compare import comparison_markdown, our_points, reference_points
 
     ref = tmp_path / "paper.csv"
     ref.write_text("table,teacher,model,technique,accuracy,macro_f1,speedup,params_m,size_mb,compression_ratio\n"
@@ -86,7 +86,7 @@ def test_front_vs_reference_picks_the_same_way_for_both(tmp_path):
 
 
 def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
-    from study.report import reference_points
+    from study.reporting.report import reference_points
 
     metrics = {"teacher_macro_f1_validation": 0.53, "teacher_latency_vs_teacher": 1.0, "teacher_size_mb": 21.6,
                "baseline_macro_f1_validation": 0.52, "baseline_latency_vs_teacher": 0.06, "baseline_size_mb": 9.0}
@@ -99,8 +99,8 @@ def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
 
 
 def test_front_labels_say_no_pruning_for_a_zero_ratio_whatever_the_kind():
-    from study.compare import our_points
-    from study.front import printable, pruning_label
+    from study.reporting.compare import our_points
+    from study.reporting.front import printable, pruning_label
 
     # every metric a point may be built from (test and validation deltas, intervals, both speed-ups)
     metric_names = ("macro_f1", "macro_f1_delta_vs_teacher", "macro_f1_validation_delta_vs_teacher",

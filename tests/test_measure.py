@@ -5,8 +5,8 @@ import pytest
 
 from objectives.measure import measure_speed, measure_text_speed
 from objectives.serving import TorchPredictor
-from study.config import MeasureSettings
-from study.training import encode, pad_batch
+from study.core.config import MeasureSettings
+from study.core.training import encode, pad_batch
 
 
 def test_speed_reports_spread_and_is_bounded(trained_tiny, demo_split):

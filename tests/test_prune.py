@@ -51,7 +51,7 @@ def test_structured_pruning_shrinks_shapes_and_still_predicts(trained_tiny, fres
     from objectives.measure import evaluate
     from objectives.quantize import quantize
     from objectives.serving import TorchPredictor
-    from study.training import encode
+    from study.core.training import encode
 
     model, tok = trained_tiny
     model = fresh_copy(model)

@@ -5,7 +5,7 @@ import torch
 from objectives.measure import evaluate
 from objectives.quantize import SCHEMES, quantize
 from objectives.serving import TorchPredictor
-from study.training import encode, pad_batch
+from study.core.training import encode, pad_batch
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from objectives.bundle import UnsafeBundleError, load_bundle, load_int8_state_dict
-from study.errors import UserError
+from study.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["I feel so happy after the match", "we feel furious at the news", "a sad and quiet evening alone"]
@@ -138,7 +138,7 @@ def test_torch_weights_only_loader_is_a_second_guard(int8_bundle, tmp_path, monk
 def test_the_tfidf_pipeline_round_trips_in_skops(demo_split, tmp_path):
     import zipfile
 
-    from study.tfidf import load_pipeline, save_pipeline, tfidf_pipeline
+    from study.core.tfidf import load_pipeline, save_pipeline, tfidf_pipeline
 
     pipe = tfidf_pipeline(0).fit(list(demo_split.train.texts), demo_split.train.labels)
     path = tmp_path / "tfidf.skops"
@@ -155,7 +155,7 @@ def test_a_member_file_building_other_classes_is_refused(demo_split, tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-    from study.tfidf import load_pipeline
+    from study.core.tfidf import load_pipeline
 
     sio.dump(make_pipeline(StandardScaler()), tmp_path / "other.skops")
     with pytest.raises(UserError, match=f"StandardScaler, which the TF-IDF pipeline is not made of; delete the "
@@ -173,7 +173,7 @@ def test_a_member_file_building_other_classes_is_refused(demo_split, tmp_path):
 def test_an_old_pickled_member_in_the_cache_is_never_unpickled(demo_split, tmp_path):
     import json
 
-    from study.teacher import MEMBER_FILE, TeacherArtifacts, tfidf_member
+    from study.core.teacher import MEMBER_FILE, TeacherArtifacts, tfidf_member
 
     k = len(demo_split.label_names)
     network = TeacherArtifacts(name="net", directory=tmp_path / "net",

@@ -4,7 +4,7 @@ import yaml
 
 from objectives.trial import check_space
 from search_spaces import SpaceError, load_space, parse_space, suggest
-from study.errors import UserError
+from study.core.errors import UserError
 
 
 def test_default_space_loads_and_offers_the_schemes():

@@ -208,8 +208,8 @@ def test_a_student_made_of_the_teachers_layers_runs_a_tracked_trial(tmp_path):
 
 def test_a_resumed_study_keeps_its_schemes():
     from search_spaces import load_space
-    from study.errors import UserError
-    from study.runner import keep_stored_space
+    from study.core.errors import UserError
+    from study.orchestration.runner import keep_stored_space
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     study.enqueue_trial({"quant_scheme": "bf16"})
@@ -252,7 +252,7 @@ def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
     import numpy as np
 
     from objectives.timing import PairedTimer
-    from study import runner
+    from study.orchestration import runner
 
     monkeypatch.setattr(runner, "TPE_STARTUP_TRIALS", 1)  # TPE models the objectives from the second trial on
     monkeypatch.setattr(PairedTimer, "time", _deterministic_timing)
@@ -289,7 +289,8 @@ def test_a_kill_between_tell_and_callback_keeps_the_bundle_and_a_stale_mark_does
     another worker marked stale drops that result and goes on."""
     from optuna.trial import TrialState
 
-    from study import callbacks, runner
+    from study.orchestration import runner
+    from study.reporting import callbacks
 
     stores = two_trial_study
     real_call = callbacks.TrialTracker.__call__

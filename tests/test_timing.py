@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from objectives.timing import PairedTimer, median_interval
-from study.config import MeasureSettings
+from study.core.config import MeasureSettings
 
 
 def test_median_interval_uses_the_widest_order_statistics_that_reach_95_percent():
@@ -25,7 +25,7 @@ def test_median_interval_uses_the_widest_order_statistics_that_reach_95_percent(
 
 def _hold_the_timing_lock(directory: str) -> None:
     os.environ["STUDY_TIMING_LOCK_DIR"] = directory
-    from study.timing_lock import timing_exclusive
+    from study.core.timing_lock import timing_exclusive
 
     with timing_exclusive():
         open(os.path.join(directory, "locked"), "w").close()
@@ -35,7 +35,7 @@ def _hold_the_timing_lock(directory: str) -> None:
 
 def test_a_training_step_waits_while_another_process_times(tmp_path, monkeypatch):
     monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))
-    from study.timing_lock import training_step
+    from study.core.timing_lock import training_step
 
     timing = multiprocessing.get_context("spawn").Process(target=_hold_the_timing_lock, args=(str(tmp_path),))
     timing.start()

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import optuna
 from mlflow.tracking import MlflowClient
 
-from study.ui_links import PARETO_FILTER, dashboard_link, runs_link, ui_lines
+from study.reporting.ui_links import PARETO_FILTER, dashboard_link, runs_link, ui_lines
 
 
 def test_runs_link_opens_the_model_training_view_and_encodes_the_filter():

@@ -7,7 +7,7 @@ import random
 
 import pandas as pd
 
-from study.data import Corpus, corpus_from_frame
+from study.core.data import Corpus, corpus_from_frame
 
 DEMO_SOURCE = "built-in demo corpus (synthetic, 3 classes)"
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import torch
 
-from study.timing_lock import training_step
-from study.training import Encoded, bucketed_batches, step, train_threads
+from study.core.timing_lock import training_step
+from study.core.training import Encoded, bucketed_batches, step, train_threads
 
 
 def mlm_pretrain(model, tokenizer, texts: Encoded, *, epochs: int, learning_rate: float, batch_size: int,

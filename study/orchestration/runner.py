@@ -25,21 +25,21 @@ from objectives.timing import PairedTimer
 from objectives.trial import (DIRECTIONS, OBJECTIVES, TrialOutcome, check_space, export_bundle, objective,
                               serve_and_measure, servable_space)
 from search_spaces import SearchSpace, load_space
-from study.budgets import BUDGETS_ATTR, PARETO_AMONG_TAG, Budgets
-from study.config import StudyConfig
+from study.core.budgets import BUDGETS_ATTR, PARETO_AMONG_TAG, Budgets
+from study.core.config import StudyConfig
 from objectives.context import TrialContext
-from study.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
-from study.demo import demo_corpus
-from study.errors import UserError, space_errors
-from study.progress import TrialProgress, say
-from study.report import publish
-from study.stores import check_reachable
-from study.front import completed, front_frame, pareto_figure, pareto_trials, printable
-from study.models import ModelSpec, check_loadable, check_student_fits, resolve_model
-from study.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer, teacher_identity
-from study.training import encode, macro_f1, set_compute_threads, torch_logits
-from study.callbacks import TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler
-from study.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
+from study.core.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
+from study.core.demo import demo_corpus
+from study.core.errors import UserError, space_errors
+from study.reporting.progress import TrialProgress, say
+from study.reporting.report import publish
+from study.reporting.stores import check_reachable
+from study.reporting.front import completed, front_frame, pareto_figure, pareto_trials, printable
+from study.core.models import ModelSpec, check_loadable, check_student_fits, resolve_model
+from study.core.teacher import TeacherArtifacts, prepare_teacher, scratch_tokenizer, teacher_identity
+from study.core.training import encode, macro_f1, set_compute_threads, torch_logits
+from study.reporting.callbacks import TrialTracker, failure_reason, prune_dominated_models, reconcile, stale_trial_handler
+from study.reporting.tracking import PARETO_TAG, RUN_ID_ATTR, Tracker, ensure_sqlite_parent
 
 NSGA2_POPULATION = 10  # small enough that the genetic search starts within an afternoon's trials
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the objectives (Optuna's default: 10)
@@ -57,7 +57,7 @@ class Prepared:
     space: SearchSpace
     storage: optuna.storages.BaseStorage
     tracker: Tracker
-    teacher_identity: str  # what the students learn from (see study.teacher.teacher_identity)
+    teacher_identity: str  # what the students learn from (see study.core.teacher.teacher_identity)
     dropped_schemes: MappingProxyType  # quantization schemes this machine cannot serve -> why (not searched)
 
 
@@ -357,7 +357,7 @@ def start_helpers(cfg: StudyConfig, reference: Reference) -> list:
 
 def helper_main(cfg: StudyConfig, reference: Reference, index: int) -> None:
     """A helper worker: rebuild the context from the same config (teacher from cache), run trials."""
-    from study.libraries import quiet_libraries
+    from study.core.libraries import quiet_libraries
 
     quiet_libraries()
     set_compute_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
@@ -575,7 +575,7 @@ def finish_study(study: optuna.Study, study_name: str, tracker: Tracker, parent:
 def run_report(cfg: StudyConfig, out: Path | None, reference: Path | None = None) -> list[Path]:
     """The report objective: regenerate every figure of study ``cfg.study_name`` from its stores (and, with
     ``reference``, the front's best points next to that table's)."""
-    from study.front import pair_studies
+    from study.reporting.front import pair_studies
 
     if reference is not None and not reference.exists():
         raise UserError(f"--reference {reference} does not exist")

@@ -11,7 +11,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from study.errors import UserError
+from study.core.errors import UserError
 
 ROLE = "role"
 STUDY_TAG = "optuna.study_name"

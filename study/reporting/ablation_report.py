@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from study.report import write_html
+from study.reporting.report import write_html
 
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("latency_ms", "latency ms (batch 1)"),
            ("speedup", "speedup vs teacher"), ("nonzero_params", "non-zero params"), ("size_mb", "size MB"),
@@ -93,7 +93,7 @@ def _pareto_front(storage: str, study_name: str) -> pd.DataFrame | None:
     try:
         import optuna
 
-        from study.front import completed, pair_studies, pareto_trials
+        from study.reporting.front import completed, pair_studies, pareto_trials
 
         names = [n for n in pair_studies(storage, study_name) if n.count(".") >= 2]
     except Exception:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 from optuna.trial import FrozenTrial
 
-from study.errors import UserError
-from study.front import pruning_label
+from study.core.errors import UserError
+from study.reporting.front import pruning_label
 
 REFERENCE_COLUMNS = ("table", "teacher", "model", "technique", "macro_f1", "speedup", "compression_ratio")
 

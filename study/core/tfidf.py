@@ -51,7 +51,7 @@ def load_pipeline(path: Path):
     import skops.io as sio
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    from study.errors import UserError
+    from study.core.errors import UserError
 
     try:
         with zipfile.ZipFile(path) as archive:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from optuna.trial import FrozenTrial
 
 from objectives.trial import DIRECTIONS
-from study.errors import UserError
-from study.front import pareto_trials
+from study.core.errors import UserError
+from study.reporting.front import pareto_trials
 
 RULES = ("most-accurate", "fastest", "smallest", "fastest-within:P", "smallest-within:P", "knee")
 _WITHIN = re.compile(r"^(fastest|smallest)-within:(\d+(?:\.\d+)?)$")

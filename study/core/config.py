@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from study.budgets import Budgets
-from study.errors import UserError
+from study.core.budgets import Budgets
+from study.core.errors import UserError
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"

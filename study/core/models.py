@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.errors import UserError
+from study.core.errors import UserError
 
 
 @dataclass(frozen=True)

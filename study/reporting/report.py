@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from objectives.trial import OBJECTIVES
-from study.budgets import Budgets
-from study.front import completed, pareto_trials
-from study.front import _fit_pane  # the layout every figure gets: legible in MLflow's artifact pane
+from study.core.budgets import Budgets
+from study.reporting.front import completed, pareto_trials
+from study.reporting.front import _fit_pane  # the layout every figure gets: legible in MLflow's artifact pane
 
 LABELS = {"macro_f1_validation": "macro-F1 (validation)", "macro_f1": "macro-F1 (test)",
           "latency_vs_teacher": "latency / fp32 teacher's (batch 1, paired)", "latency_ms": "latency ms (batch 1)",
@@ -153,11 +153,11 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
     """
     import tempfile
 
-    from study.front import front_frame
+    from study.reporting.front import front_frame
 
     experiment = tracker.client.get_experiment_by_name(study_name)
     if experiment is None:
-        from study.errors import UserError
+        from study.core.errors import UserError
 
         raise UserError(f"no MLflow experiment {study_name!r} in {tracker.uri}")
     written = []
@@ -206,7 +206,7 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
 
 def _write_comparison(trials, reference: Path, path: Path) -> Path:
     from objectives.measure import machine_facts
-    from study.compare import comparison_markdown, our_points, reference_points
+    from study.reporting.compare import comparison_markdown, our_points, reference_points
 
     facts = machine_facts()
     text = comparison_markdown(our_points(trials), reference_points(reference),
@@ -217,7 +217,7 @@ def _write_comparison(trials, reference: Path, path: Path) -> Path:
 
 def picks_markdown(trials, budgets: Budgets) -> str:
     """Every pick rule's model as a table: chosen on validation, reported with test numbers and intervals."""
-    from study.picks import DEFAULT_TABLE_RULES, loss_points, pick_each
+    from study.reporting.picks import DEFAULT_TABLE_RULES, loss_points, pick_each
 
     feasible = [t for t in trials if budgets.feasible(t)]
     among = (f"{len(feasible)} of {len(trials)} completed trials meet the budgets ({budgets.describe()})" if budgets

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from study.config import SCRATCH_BASELINE_KD, TrainSettings
-from study.data import DataSplit
-from study.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
-from study.pretrain import mlm_pretrain
-from study.tfidf import load_pipeline, out_of_fold_logits, save_pipeline, tfidf_pipeline
-from study.training import encode, fit, kd_loss, macro_f1, torch_logits
+from study.core.config import SCRATCH_BASELINE_KD, TrainSettings
+from study.core.data import DataSplit
+from study.core.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
+from study.core.pretrain import mlm_pretrain
+from study.core.tfidf import load_pipeline, out_of_fold_logits, save_pipeline, tfidf_pipeline
+from study.core.training import encode, fit, kd_loss, macro_f1, torch_logits
 
 
 MEMBER_WEIGHTS = tuple(i / 10 for i in range(11))  # the TF-IDF member weights tried on validation
@@ -66,7 +66,7 @@ class TeacherArtifacts:
         """The teacher's labels for ``texts`` (with its TF-IDF member, if it has one): what students learn from."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from study.training import encode, torch_logits
+        from study.core.training import encode, torch_logits
 
         tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
         model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from study.timing_lock import training_step
-from study.config import TrainSettings
+from study.core.timing_lock import training_step
+from study.core.config import TrainSettings
 
 
 @dataclass(frozen=True)

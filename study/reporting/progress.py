@@ -32,8 +32,8 @@ class TrialProgress:
                         disable=bar_disabled(quiet), dynamic_ncols=True, leave=True, file=sys.stderr)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        from study.callbacks import trial_params
-        from study.front import pruning_label
+        from study.reporting.callbacks import trial_params
+        from study.reporting.front import pruning_label
 
         self.last_state = trial.state
         if trial.state != TrialState.COMPLETE:

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from study.errors import UserError
-from study.textnorm import normalize_text
+from study.core.errors import UserError
+from study.core.textnorm import normalize_text
 
 SUPPORTED_SUFFIXES = (".xlsx", ".csv", ".tsv", ".jsonl")
 TEXT_COLUMN_NAMES = ("text", "texts", "sentence", "content", "comment", "review")

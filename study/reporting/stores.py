@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from study.errors import UserError
+from study.core.errors import UserError
 
 DB_SCHEMES = ("sqlite", "postgresql", "mysql")
 

@@ -10,9 +10,9 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.trial import DIRECTIONS, OBJECTIVES
-from study.budgets import Budgets
-from study.errors import UserError
-from study.tracking import RUN_ID_ATTR
+from study.core.budgets import Budgets
+from study.core.errors import UserError
+from study.reporting.tracking import RUN_ID_ATTR
 
 PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
 # test-split numbers (reported, never used to choose) and the paired speed-ups, shown beside the objectives

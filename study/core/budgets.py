@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from optuna.trial import FrozenTrial
 
-from study.errors import UserError
+from study.core.errors import UserError
 
 BUDGETS_ATTR = "budgets"  # study user attribute: the budgets its front is computed under ({} for none)
 FEASIBLE_TAG = "feasible"  # run tag of every completed trial: "true"/"false"

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study.tracking import RUN_ID_ATTR, Tracker
+from study.reporting.tracking import RUN_ID_ATTR, Tracker
 
 TRIAL_PARAMS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
 BUNDLE_ARTIFACT = "bundle"  # run artifact folder holding the trial's deployable model bundle

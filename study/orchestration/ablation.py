@@ -17,16 +17,16 @@ from objectives.baseline import run_baseline
 from objectives.measure import machine_facts
 from objectives.trial import check_space, objective, servable_space
 from search_spaces import load_space
-from study.config import StudyConfig
+from study.core.config import StudyConfig
 from objectives.context import TrialContext
-from study.data import limit_part, split_corpus
-from study.errors import UserError, space_errors
-from study.models import ModelSpec, build_model, check_loadable, resolve_model
-from study.progress import say
-from study.runner import measure_reference, resolve_data
-from study.stores import check_reachable
-from study.teacher import prepare_teacher, scratch_tokenizer
-from study.tracking import Tracker
+from study.core.data import limit_part, split_corpus
+from study.core.errors import UserError, space_errors
+from study.core.models import ModelSpec, build_model, check_loadable, resolve_model
+from study.reporting.progress import say
+from study.orchestration.runner import measure_reference, resolve_data
+from study.reporting.stores import check_reachable
+from study.core.teacher import prepare_teacher, scratch_tokenizer
+from study.reporting.tracking import Tracker
 
 DEFAULT_TEACHERS = ("scratch-base", "scratch-large")
 DEFAULT_STUDENTS = ("scratch-medium", "scratch-small", "scratch-mini", "scratch-tiny")
@@ -96,7 +96,7 @@ def parameter_count(spec: ModelSpec, labels: tuple[str, ...], vocab_size: int) -
 
 def kd_from_study(storage: str, study_name: str, teacher: str) -> tuple[float, float]:
     """T and lambda of the best-macro-F1 Pareto-optimal trial of the teacher's pair studies."""
-    from study.front import completed, pair_studies, pareto_trials
+    from study.reporting.front import completed, pair_studies, pareto_trials
 
     names = [n for n in pair_studies(storage, study_name) if n.startswith(f"{study_name}.{teacher}.")]
     trials = [t for n in names for t in completed(optuna.load_study(study_name=n, storage=storage))]
@@ -109,7 +109,7 @@ def kd_from_study(storage: str, study_name: str, teacher: str) -> tuple[float, f
 
 def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     """Run the grid (x repeats) and the baseline; log every row as an MLflow run; write the report."""
-    from study.ablation_report import write_report
+    from study.reporting.ablation_report import write_report
 
     teachers = tuple(resolve_model(t) for t in ab.teachers)
     students = tuple(resolve_model(s) for s in ab.students)

@@ -83,7 +83,7 @@ def dashboard_lines(storage: str, study_name: str) -> list[str]:
     try:
         import optuna
 
-        from study.front import pair_studies
+        from study.reporting.front import pair_studies
 
         names = pair_studies(storage, study_name)  # first: it creates no database where there is none
         store = optuna.storages.get_storage(storage)
