@@ -8,11 +8,10 @@ import os
 import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
-from study.core.config import DEFAULT_TEACHER, StudyConfig, quick_overrides
-from study.core.data import Corpus, DataSplit, limit_part, load_corpus, split_corpus
+from study.core.config import DEFAULT_TEACHER, StudyConfig, quick_overrides, study_split
+from study.core.data import Corpus, DataSplit, load_corpus
 from study.core.demo import demo_corpus
 from study.core.errors import EXIT_USER_ERROR, UserError
 
@@ -45,8 +44,7 @@ def study_config(args: argparse.Namespace, quick: bool | None = None, **fields) 
 def load_split(cfg: StudyConfig, data: Path | None) -> tuple[Corpus, DataSplit]:
     """The study's split of ``data`` (or of the demo corpus), training part limited as ``cfg`` says."""
     corpus = load_corpus(data) if data else demo_corpus()
-    split = split_corpus(corpus, seed=cfg.seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
-    return corpus, replace(split, train=limit_part(split.train, cfg.train.max_train_examples, cfg.seed))
+    return corpus, study_split(corpus, cfg)
 
 
 def write_json(path: Path | None, result: dict) -> None:

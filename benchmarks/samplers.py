@@ -24,7 +24,8 @@ from study.core.data import limit_part
 from study.core.errors import UserError, space_errors
 from study.core.models import check_loadable, check_student_fits, resolve_model
 from study.reporting.progress import say
-from study.orchestration.runner import make_sampler, measure_reference
+from study.orchestration.pair_study import make_sampler
+from study.orchestration.reference import measure_reference
 from study.core.teacher import prepare_teacher, scratch_tokenizer
 
 QUICK_TEST_EXAMPLES = 1000

@@ -31,7 +31,6 @@ class QuantConfig:
 
     scheme: str
     calibration: str = "minmax"
-    calibration_examples: int = 128
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:

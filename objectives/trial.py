@@ -6,7 +6,7 @@ import shutil
 import time
 
 import numpy as np
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class TrialOutcome:
     metrics: dict[str, float]
     tags: dict[str, str]
     artifact_dir: Path  # the served artifact's bundle folder
-    timings: dict[str, float] = field(default_factory=dict)
     predictions: Any = None  # test-split predictions of the served model (np.ndarray)
 
 
@@ -84,17 +83,12 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         raise SchemeUnavailable(why)
     s = ctx.split
     if ctx.student is None:  # no distillation: compress the fp32 teacher itself
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(ctx.teacher.tokenizer_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(ctx.teacher.model_dir)).eval()
+        tokenizer, model = ctx.teacher.load_tokenizer(), ctx.teacher.load_network()
         train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
         distilled = {"distill_validation_macro_f1": ctx.teacher.network_f1}  # its network, not its TF-IDF member
     else:  # distil
         if ctx.student.from_teacher:  # the teacher's own layers: its tokenizer and weights
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(ctx.teacher.tokenizer_dir))
+            tokenizer = ctx.teacher.load_tokenizer()
             model = teacher_subset(ctx.teacher.model_dir, ctx.student.teacher_layers)
         else:
             tokenizer = load_tokenizer(ctx.student, ctx.scratch_tokenizer_dir)
@@ -135,7 +129,7 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     if OBJECTIVES[1] not in metrics:
         raise ValueError("a trial's latency objective is paired with the teacher: give its context a timer")
     values = (served.validation.macro_f1, metrics[OBJECTIVES[1]], size_mb)
-    return TrialOutcome(values=values, params=params, metrics=metrics, tags=tags, artifact_dir=out, timings=timings,
+    return TrialOutcome(values=values, params=params, metrics=metrics, tags=tags, artifact_dir=out,
                         predictions=quality.predictions)
 
 

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         names = pair_studies(args.storage, args.study_name)
         tracker = Tracker(args.tracking_uri)
         tracker.check()
-        experiment = tracker.client.get_experiment_by_name(args.study_name)
-        if experiment is None:
+        experiment_id = tracker.find_experiment(args.study_name)
+        if experiment_id is None:
             raise UserError(f"no MLflow experiment {args.study_name!r} in {args.tracking_uri}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     for name in names:
         study = optuna.load_study(study_name=name, storage=args.storage)
-        problems = check_study(study, tracker, experiment.experiment_id, args.repair)
+        problems = check_study(study, tracker, experiment_id, args.repair)
         total += len(problems)
         done = len(completed(study))
         print(f"{name}: {done} completed trial(s), {len(problems)} mismatch(es)"

@@ -235,7 +235,7 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
         raise UserError(f"study {study_name!r} has no completed trials to export")
     for name, trial in chosen:  # check first: export nothing if any chosen bundle is gone
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if not run_id or not tracker.client.list_artifacts(run_id, BUNDLE_ARTIFACT):
+        if not run_id or not tracker.has_artifacts(run_id, BUNDLE_ARTIFACT):
             raise UserError(f"{name} trial {trial.number}: its model bundle was not kept in MLflow "
                             "(the study ran with --keep-models none, or the trial is dominated and was pruned); "
                             "choose Pareto-optimal trials or re-run with --keep-models all")
@@ -243,13 +243,13 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
     results = []
     for name, trial in chosen:
         run_id = trial.user_attrs[RUN_ID_ATTR]
-        run = tracker.client.get_run(run_id)
-        parent = tracker.client.get_run(run.data.tags["mlflow.parentRunId"])
+        run = tracker.get_run(run_id)
+        parent = tracker.get_run(run.data.tags["mlflow.parentRunId"])
         folder = out / f"{name}.trial-{trial.number}"
         if folder.exists():
             shutil.rmtree(folder)
         with tempfile.TemporaryDirectory() as tmp:
-            local = tracker.client.download_artifacts(run_id, BUNDLE_ARTIFACT, tmp)
+            local = tracker.download_artifacts(run_id, BUNDLE_ARTIFACT, tmp)
             shutil.copytree(local, folder)
         bundle = load_bundle(folder)
         verified = remeasure(bundle, run.data.params, data)

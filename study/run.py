@@ -8,13 +8,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from study.core.config import (DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
+from study.core.config import (KEEP_MODELS, DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
                           SCRATCH_BASELINE_KD, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
 from study.core.budgets import add_budget_flags, budgets_from_args
 from study.core.errors import EXIT_USER_ERROR, UserError
 from study.core.libraries import quiet_libraries
 
-OBJECTIVES = ("pareto", "report", "ablation")
+MODES = ("pareto", "report", "ablation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search compression settings of BERT text classifiers: one Optuna multi-objective study "
                     "(macro-F1 up, latency down, size down) per teacher/student pair, every trial an MLflow run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--objective", choices=OBJECTIVES, default="pareto",
+    p.add_argument("--objective", choices=MODES, default="pareto",
                    help="what to run: 'pareto' searches KD temperature/lambda, pruning and quantization; "
                         "'report' regenerates the figures of an existing study (--study-name) into --out; "
                         "'ablation' runs the paper's technique grid per teacher and writes its report to --out")
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
                         "~/.cache/bert-compress-study)")
-    p.add_argument("--keep-models", choices=("pareto", "all", "none"), default="pareto",
+    p.add_argument("--keep-models", choices=KEEP_MODELS, default="pareto",
                    help="which trials keep their model bundle as an MLflow artifact: pareto (dominated trials' "
                         "models are deleted when the study ends; metrics stay), all, or none")
     p.add_argument("--workers", type=int, default=1,

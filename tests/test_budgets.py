@@ -104,7 +104,7 @@ class FakeTracker:
 
 
 def test_finish_study_tags_feasibility_and_the_feasible_front(capsys):
-    from study.orchestration.runner import finish_study
+    from study.orchestration.finish import finish_study
 
     points = [(0.60, 0.20, 9.0), (0.55, 0.10, 2.0), (0.40, 0.05, 1.0), (0.30, 0.50, 5.0), (0.58, 0.15, 3.0)]
     study = _study(points)
@@ -132,7 +132,7 @@ def test_finish_study_tags_feasibility_and_the_feasible_front(capsys):
 
 
 def test_budgets_nothing_meets_names_the_closest_trial(capsys):
-    from study.orchestration.runner import finish_study
+    from study.orchestration.finish import finish_study
 
     study = _study([(0.40, 0.20, 9.0), (0.44, 0.30, 9.0), (0.30, 0.05, 1.0)])
     tracker = FakeTracker()

@@ -209,7 +209,7 @@ def test_a_student_made_of_the_teachers_layers_runs_a_tracked_trial(tmp_path):
 def test_a_resumed_study_keeps_its_schemes():
     from search_spaces import load_space
     from study.core.errors import UserError
-    from study.orchestration.runner import keep_stored_space
+    from study.orchestration.prepare import keep_stored_space
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
     study.enqueue_trial({"quant_scheme": "bf16"})
@@ -252,11 +252,13 @@ def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
     import numpy as np
 
     from objectives.timing import PairedTimer
-    from study.orchestration import runner
+    from study.orchestration import pair_study
 
-    monkeypatch.setattr(runner, "TPE_STARTUP_TRIALS", 1)  # TPE models the objectives from the second trial on
+    monkeypatch.setattr(pair_study, "TPE_STARTUP_TRIALS", 1)  # TPE models the objectives from the second trial on
     monkeypatch.setattr(PairedTimer, "time", _deterministic_timing)
-    real_split = runner.split_corpus
+    from study.core import config as study_config
+
+    real_split = study_config.split_corpus
 
     def run(name, permute):
         def split(*args, **kwargs):
@@ -265,7 +267,7 @@ def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
                 s = replace(s, test=replace(s.test, labels=np.random.default_rng(0).permutation(s.test.labels)))
             return s
 
-        monkeypatch.setattr(runner, "split_corpus", split)
+        monkeypatch.setattr(study_config, "split_corpus", split)
         assert main(["--objective", "pareto", "--n-trials", "3", "--quick", "--study-name", name, "--students",
                      "scratch-tiny", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
                      "--cache-dir", stores["cache"], "--seed", "5", "--keep-models", "none"]) == 0
@@ -289,7 +291,7 @@ def test_a_kill_between_tell_and_callback_keeps_the_bundle_and_a_stale_mark_does
     another worker marked stale drops that result and goes on."""
     from optuna.trial import TrialState
 
-    from study.orchestration import runner
+    from study.orchestration import pair_study
     from study.reporting import callbacks
 
     stores = two_trial_study
@@ -313,7 +315,7 @@ def test_a_kill_between_tell_and_callback_keeps_the_bundle_and_a_stale_mark_does
     run_id = trial.user_attrs["mlflow_run_id"]
     assert client.list_artifacts(run_id, "bundle")  # logged before the tell
     # a trial of this worker is failed as stale by "another worker" while it runs: the worker goes on
-    real_objective = runner.objective
+    real_objective = pair_study.objective
 
     def marked_stale(trial, ctx):
         outcome = real_objective(trial, ctx)
@@ -321,7 +323,7 @@ def test_a_kill_between_tell_and_callback_keeps_the_bundle_and_a_stale_mark_does
             trial.study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         return outcome
 
-    monkeypatch.setattr(runner, "objective", marked_stale)
+    monkeypatch.setattr(pair_study, "objective", marked_stale)
     assert _run(stores, 5, "--keep-models", "all") == 0  # resumes, repairs the killed trial's run, finishes
     assert client.get_run(run_id).info.status == "FINISHED" and "macro_f1" in client.get_run(run_id).data.metrics
     study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=stores["storage"])

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from study.core.budgets import Budgets
+from study.core.data import Corpus, DataSplit, limit_part, split_corpus
 from study.core.errors import UserError
 
+KEEP_MODELS = ("pareto", "all", "none")  # which trials keep their model bundle in MLflow (--keep-models)
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_TEACHER = "scratch-base"
@@ -115,7 +117,7 @@ class StudyConfig:
             raise UserError(f"--students lists a model twice: {','.join(self.students)}")
         if not self.study_name or any(c in self.study_name for c in "/\\ "):
             raise UserError(f"--study-name must be a non-empty name without spaces or slashes, got {self.study_name!r}")
-        if self.keep_models not in ("pareto", "all", "none"):
+        if self.keep_models not in KEEP_MODELS:
             raise UserError(f"--keep-models must be pareto, all or none, got {self.keep_models!r}")
         if self.workers < 1:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
@@ -151,3 +153,11 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI (also the registry)")
+
+
+def study_split(corpus: Corpus, cfg: StudyConfig, seed: int | None = None) -> DataSplit:
+    """The one split of a study: train/validation/test drawn with ``seed`` (the study's by default), the
+    training part limited to ``cfg.train.max_train_examples``."""
+    seed = cfg.seed if seed is None else seed
+    split = split_corpus(corpus, seed=seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
+    return replace(split, train=limit_part(split.train, cfg.train.max_train_examples, seed))

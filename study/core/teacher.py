@@ -62,14 +62,23 @@ class TeacherArtifacts:
         """Validation macro-F1 of the network alone."""
         return self.validation_macro_f1 if self.network_validation_macro_f1 is None else self.network_validation_macro_f1
 
+    def load_tokenizer(self):
+        """The teacher's tokenizer, from its cache folder."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
+
+    def load_network(self):
+        """The teacher's fine-tuned network (fp32, in eval mode), from its cache folder."""
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
+
     def predictions(self, texts, max_length: int) -> np.ndarray:
         """The teacher's labels for ``texts`` (with its TF-IDF member, if it has one): what students learn from."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         from study.core.training import encode, torch_logits
 
-        tokenizer = AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
-        model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir)).eval()
+        tokenizer, model = self.load_tokenizer(), self.load_network()
         logits = torch_logits(model, encode(tokenizer, texts, max_length), tokenizer.pad_token_id)
         return self.blend(logits, texts).argmax(axis=1)
 

@@ -6,7 +6,7 @@ import shutil
 from contextlib import closing
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
@@ -17,13 +17,13 @@ from objectives.baseline import run_baseline
 from objectives.measure import machine_facts
 from objectives.trial import check_space, objective, servable_space
 from search_spaces import load_space
-from study.core.config import StudyConfig
+from study.core.config import StudyConfig, study_split
 from objectives.context import TrialContext
-from study.core.data import limit_part, split_corpus
 from study.core.errors import UserError, space_errors
 from study.core.models import ModelSpec, build_model, check_loadable, resolve_model
 from study.reporting.progress import say
-from study.orchestration.runner import measure_reference, resolve_data
+from study.orchestration.prepare import resolve_data
+from study.orchestration.reference import measure_reference
 from study.reporting.stores import check_reachable
 from study.core.teacher import prepare_teacher, scratch_tokenizer
 from study.reporting.tracking import Tracker
@@ -124,7 +124,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     for spec in (*teachers, *students):
         check_loadable(spec)
     corpus = resolve_data(cfg)
-    base_split = split_corpus(corpus, seed=cfg.seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
+    base_split = study_split(corpus, cfg)
     if ab.reference is not None and not ab.reference.exists():
         raise UserError(f"--reference {ab.reference} does not exist")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
@@ -135,8 +135,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     tracker = Tracker(cfg.tracking_uri)
     tracker.check()
 
-    split0 = replace(base_split, train=limit_part(base_split.train, cfg.train.max_train_examples, cfg.seed))
-    tok_dir = scratch_tokenizer(split0, cfg.cache_dir) if any(s.from_scratch for s in students) else None
+    tok_dir = scratch_tokenizer(base_split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
     vocab = 8000
     if tok_dir is not None:
         from transformers import AutoTokenizer
@@ -149,9 +148,9 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
         f"quantization {ab.quant_scheme}")
 
     experiment_id = tracker.experiment(cfg.study_name)
-    parent = tracker.client.create_run(experiment_id, run_name=f"{cfg.study_name} ablation", tags={
+    parent = tracker.create_run(experiment_id, f"{cfg.study_name} ablation", tags={
         "role": "ablation_study", "teachers": ",".join(ab.teachers), "students": ",".join(ab.students),
-        **{f"machine.{k}": v for k, v in machine_facts().items()}}).info.run_id
+        **{f"machine.{k}": v for k, v in machine_facts().items()}})
     rows: list[dict] = []
     predictions: dict[tuple, np.ndarray] = {}
     status = "FAILED"
@@ -159,8 +158,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     try:
         for repeat in range(ab.repeats):
             seed = cfg.seed + repeat
-            split = split_corpus(corpus, seed=seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
-            split = replace(split, train=limit_part(split.train, cfg.train.max_train_examples, seed))
+            split = study_split(corpus, cfg, seed)
             facts = MappingProxyType(split.facts(corpus))
             tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
             baseline = run_baseline(split, cfg.measure, seed)

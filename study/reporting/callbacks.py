@@ -11,9 +11,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search_spaces import PARAMETERS
 from study.reporting.tracking import RUN_ID_ATTR, Tracker
 
-TRIAL_PARAMS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
+TRIAL_PARAMS = tuple(PARAMETERS)  # the search space's parameter names, in its order
 BUNDLE_ARTIFACT = "bundle"  # run artifact folder holding the trial's deployable model bundle
 KILLED_REASON = "the worker running this trial stopped sending heartbeats (killed or crashed)"
 
@@ -128,7 +129,7 @@ def reconcile(study: optuna.Study, tracker: Tracker) -> list[str]:
     return repaired
 
 
-def prune_dominated_models(tracker: Tracker, trials: list[FrozenTrial], front_numbers: set[int]) -> int:
+def delete_dominated_bundles(tracker: Tracker, trials: list[FrozenTrial], front_numbers: set[int]) -> int:
     """Delete the model bundles of dominated trials (their metrics stay); returns how many were removed."""
     removed = 0
     for trial in trials:

@@ -10,11 +10,12 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from objectives.trial import DIRECTIONS, OBJECTIVES
+from search_spaces import PARAMETERS
 from study.core.budgets import Budgets
 from study.core.errors import UserError
 from study.reporting.tracking import RUN_ID_ATTR
 
-PARAM_COLUMNS = ("temperature", "kd_lambda", "prune_kind", "prune_ratio", "quant_scheme", "calibration")
+PARAM_COLUMNS = tuple(PARAMETERS)  # the search space's parameter names, in its order
 # test-split numbers (reported, never used to choose) and the paired speed-ups, shown beside the objectives
 EXTRA_METRICS = ("macro_f1", "macro_f1_ci_low", "macro_f1_ci_high", "latency_ms", "speedup_vs_teacher",
                  "speedup_vs_teacher_onnx",

@@ -155,8 +155,8 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
 
     from study.reporting.front import front_frame
 
-    experiment = tracker.client.get_experiment_by_name(study_name)
-    if experiment is None:
+    experiment_id = tracker.find_experiment(study_name)
+    if experiment_id is None:
         from study.core.errors import UserError
 
         raise UserError(f"no MLflow experiment {study_name!r} in {tracker.uri}")
@@ -165,7 +165,7 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
         folder = Path(out) if out is not None else Path(tmp)
         all_metrics: dict[str, float] = {}
         for study in studies:
-            parent = tracker.find_study_run(experiment.experiment_id, study.study_name)
+            parent = tracker.find_study_run(experiment_id, study.study_name)
             metrics = dict(parent.data.metrics) if parent else {}
             all_metrics = all_metrics or metrics
             if not completed(study):
@@ -194,7 +194,7 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
             if reference is not None:
                 files.append(_write_comparison(front, reference,
                                                folder / "front_vs_reference.md"))
-            report_run = tracker.report_run(experiment.experiment_id, study_name)
+            report_run = tracker.report_run(experiment_id, study_name)
             for path in files:
                 tracker.log_artifact(report_run, path)
             written += files

@@ -8,9 +8,6 @@ from urllib.parse import urlparse
 
 from study.core.errors import UserError
 
-DB_SCHEMES = ("sqlite", "postgresql", "mysql")
-
-
 def _db_family(url: str) -> str:
     return urlparse(url).scheme.split("+", 1)[0]
 

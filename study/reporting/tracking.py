@@ -59,6 +59,27 @@ class Tracker:
         except Exception as exc:
             raise UserError(f"MLflow tracking store {self.uri!r} is not reachable: {exc}") from None
 
+    def find_experiment(self, name: str) -> str | None:
+        """The id of experiment ``name``, or None if there is none."""
+        found = self.client.get_experiment_by_name(name)
+        return None if found is None else found.experiment_id
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+        """A new (running) run with ``tags``; returns its id."""
+        return self.client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+    def get_run(self, run_id: str):
+        """The run (``mlflow.entities.Run``: its params, tags and metrics under ``.data``)."""
+        return self.client.get_run(run_id)
+
+    def has_artifacts(self, run_id: str, path: str) -> bool:
+        """Whether the run holds anything under artifact ``path``."""
+        return bool(self.client.list_artifacts(run_id, path))
+
+    def download_artifacts(self, run_id: str, path: str, destination: str) -> str:
+        """Copy artifact ``path`` of the run into ``destination``; returns the local path."""
+        return self.client.download_artifacts(run_id, path, destination)
+
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:

@@ -1,0 +1,213 @@
+"""One teacher/student pair's Optuna study: its sampler, its trial contexts, its loop and the tracked objective."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+import zlib
+from pathlib import Path
+from types import MappingProxyType
+
+import optuna
+from optuna.trial import TrialState
+
+from objectives.measure import machine_facts
+from objectives.timing import PairedTimer
+from objectives.trial import DIRECTIONS, OBJECTIVES, TrialOutcome, objective
+from study.core.budgets import BUDGETS_ATTR, Budgets
+from study.core.config import StudyConfig
+from objectives.context import TrialContext
+from study.reporting.progress import TrialProgress, say
+from study.reporting.front import completed
+from study.core.teacher import TeacherArtifacts, scratch_tokenizer
+from study.reporting.callbacks import TrialTracker, failure_reason, reconcile
+from study.orchestration.prepare import Prepared, pair_study_name, quiet_experimental, timing_footing
+from study.orchestration.reference import Reference
+
+
+NSGA2_POPULATION = 10  # small enough that the genetic search starts within an afternoon's trials
+
+
+TPE_STARTUP_TRIALS = 5  # random trials before TPE models the objectives (Optuna's default: 10)
+
+
+def sampler_seed(cfg: StudyConfig, stored_trials: int) -> int:
+    """``seed + trials stored`` for a lone worker on a file store (reproducible); mixed with the host and
+    process otherwise, so that concurrent workers which see the same number of trials draw differently."""
+    if cfg.workers == 1 and cfg.storage.startswith("sqlite"):
+        return cfg.seed + stored_trials
+    return zlib.crc32(f"{cfg.seed}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Budgets reach TPE and NSGA-II as each trial's constraint values (set by the
+    objective with ``Trial.set_constraint``, Optuna 5's successor of ``constraints_func``); random ignores them."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=NSGA2_POPULATION)
+    if name == "tpe":
+        # fewer start-up trials than Optuna's default: at ~20 trials per pair, 10 would spend half the budget
+        # before TPE models anything
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=TPE_STARTUP_TRIALS)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path, ref: Reference,
+                  timer: PairedTimer) -> list[TrialContext]:
+    needs_scratch = any(s.from_scratch for s in prep.students)
+    tokenizer_dir = scratch_tokenizer(prep.split, prep.cfg.cache_dir) if needs_scratch else None
+    facts = MappingProxyType(prep.split.facts(prep.corpus))
+    return [TrialContext(study_name=pair_study_name(prep.cfg, prep.teacher, student), split=prep.split,
+                         teacher=teacher, student=student, scratch_tokenizer_dir=tokenizer_dir, space=prep.space,
+                         train=prep.cfg.train, measure=prep.cfg.measure, seed=prep.cfg.seed, workdir=workdir,
+                         data_facts=facts, show_progress=not prep.cfg.quiet and prep.cfg.workers == 1,
+                         timer=timer, teacher_test_predictions=ref.test_predictions)
+            for student in prep.students]
+
+
+def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
+    return {"teacher": ctx.teacher.name, "student": ctx.student.name, "seed": str(cfg.seed),
+            "sampler": cfg.sampler, "quick": str(cfg.quick), "search_space": ctx.space.source,
+            "threads": str(cfg.measure.threads), "teacher_baseline_kd": str(ctx.teacher.kd_from_baseline),
+            "teacher_tfidf_weight": str(ctx.teacher.tfidf_weight),
+            **ctx.data_facts}
+
+
+def counts(study: optuna.Study) -> tuple[int, int]:
+    """(completed, running) trials of a study, as stored right now (WAITING ones are ours to run)."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    busy = sum(t.state == TrialState.RUNNING for t in trials)
+    return done, busy
+
+
+def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, float], announce: bool = True):
+    """Create or load one pair's study and its parent MLflow run; repair what a killed run left."""
+    cfg, tracker = prep.cfg, prep.tracker
+    study = optuna.create_study(study_name=ctx.study_name, storage=prep.storage, directions=list(DIRECTIONS),
+                                load_if_exists=True)
+    # Seeded by history: a resumed study does not replay the random draws of its first session.
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
+    stored = study.user_attrs.get(BUDGETS_ATTR)
+    if announce and stored is not None and Budgets.from_dict(stored) != cfg.budgets and completed(study):
+        say(f"[{ctx.study_name}] budgets changed from ({Budgets.from_dict(stored).describe()}) to "
+            f"({cfg.budgets.describe()}): every trial's feasible tag and the pareto tags are recomputed under the "
+            "new ones when this session ends (the sampler still sees the constraint values earlier trials ran under)")
+    for key, value in {"teacher": ctx.teacher.name, "student": ctx.student.name, "data_sha256": prep.corpus.sha256,
+                       "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES),
+                       "teacher_identity": prep.teacher_identity,
+                       "dropped_schemes": dict(prep.dropped_schemes), "timing_footing": timing_footing(cfg),
+                       BUDGETS_ATTR: cfg.budgets.as_dict()}.items():
+        study.set_user_attr(key, value)
+    with quiet_experimental():
+        study.set_metric_names(list(OBJECTIVES))  # named objectives in the Optuna dashboard, not "0", "1", "2"
+    experiment_id = tracker.experiment(cfg.study_name)
+    base = _base_params(ctx, cfg)
+    machine = {f"machine.{k}": v for k, v in machine_facts().items()}
+    tags = {"teacher": ctx.teacher.name, "student": ctx.student.name, **machine}  # every run: where it was timed
+    parent = tracker.study_run(experiment_id, ctx.study_name, base, tags)
+    if "teacher_latency_ms" not in tracker.run_metrics(parent):  # a resumed study keeps its first reference;
+        tracker.log_metrics(parent, reference)  # each trial's run logs the teacher timing it was compared with
+    tracker.set_tags(parent, machine)
+    with quiet_experimental():
+        optuna.storages.fail_stale_trials(study)
+    for line in reconcile(study, tracker):
+        if announce:
+            say(f"[{ctx.study_name}] repaired: {line}")
+    return study, TrialTracker(tracker, experiment_id, parent, ctx.study_name, base, tags, log=say,
+                               bundle_dir=ctx.trial_dir, keep_models=cfg.keep_models)
+
+
+def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker: TrialTracker,
+         reference: dict[str, float]) -> str:
+    """Start trials while completed + in-flight trials are short of ``n_trials``; wait on others' trials."""
+    done, busy = counts(study)
+    say(f"\n[{ctx.study_name}] {done} completed trial(s) stored; running until {cfg.n_trials} "
+        f"(sampler {cfg.sampler}, storage {cfg.storage})")
+    start = time.monotonic()
+    objective_fn = tracked_objective(ctx, trial_tracker, reference, cfg.budgets)
+    progress = TrialProgress(ctx.study_name, cfg.n_trials, done, quiet=cfg.quiet)
+    try:
+        return _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start)
+    finally:
+        progress.close()
+
+
+def _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start) -> str:
+    failures_in_row = 0
+    max_failures = cfg.max_failures or cfg.n_trials
+    while True:
+        with quiet_experimental():
+            optuna.storages.fail_stale_trials(study)
+        done, busy = counts(study)
+        if done >= cfg.n_trials:
+            return "FINISHED"
+        if cfg.timeout is not None and time.monotonic() - start >= cfg.timeout:
+            say(f"[{ctx.study_name}] --timeout of {cfg.timeout:.0f}s reached with {done}/{cfg.n_trials} trials")
+            return "FINISHED"
+        if failures_in_row >= max_failures:
+            say(f"[{ctx.study_name}] stopping: {failures_in_row} trials in a row failed")
+            return "FAILED"
+        if done + busy >= cfg.n_trials and busy:
+            time.sleep(WAIT_FOR_OTHERS_S)  # other workers' trials may still complete (or go stale)
+            continue
+        # Seeded per worker and per trial: workers that ask at the same moment never draw alike, and a
+        # resumed study does not replay its first draws.
+        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, len(study.trials)))
+        try:
+            study.optimize(objective_fn, n_trials=1, catch=(Exception,), callbacks=[trial_tracker, progress])
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+            if not finished_elsewhere(exc):
+                raise
+            # another worker failed this trial as stale (missed heartbeats) while it still ran here: the
+            # stale handler has queued it again, so this result is dropped and the worker goes on
+            say(f"[{ctx.study_name}] a trial of this worker was marked stale by another worker and re-queued: {exc}")
+            failures_in_row += 1
+            continue
+        failures_in_row = 0 if progress.last_state == TrialState.COMPLETE else failures_in_row + 1
+
+
+WAIT_FOR_OTHERS_S = 5.0
+
+
+def finished_elsewhere(exc: Exception) -> bool:
+    """Whether Optuna refused to record a trial because another worker had already finished it: it raises
+    UpdateFinishedTrialError (setting an attribute) or ValueError("Cannot tell a FAIL trial.") (its result)."""
+    return isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) or str(exc).startswith("Cannot tell a ")
+
+
+def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference: dict[str, float],
+                      budgets: Budgets = Budgets()):
+    """The Optuna objective: open the trial's MLflow run, run the trial, keep its record on the trial."""
+
+    def run(trial: optuna.Trial) -> list[float]:
+        for key, value in (("study", ctx.study_name), ("teacher", ctx.teacher.name), ("student", ctx.student.name),
+                           ("worker", f"{socket.gethostname()}:{os.getpid()}")):
+            trial.set_user_attr(key, value)
+        trial_tracker.start(trial)
+        try:
+            outcome: TrialOutcome = objective(trial, ctx)
+        except KeyboardInterrupt:
+            trial_tracker.killed(trial, "interrupted by the user")
+            raise
+        except Exception as exc:  # recorded by the callback as a FAILED run; the study goes on
+            trial.set_user_attr("failure_reason", failure_reason(exc))
+            raise
+        except BaseException:
+            shutil.rmtree(ctx.trial_dir(trial.number), ignore_errors=True)
+            raise
+        metrics = dict(outcome.metrics)
+        metrics["compression_vs_teacher"] = reference["teacher_size_mb"] / metrics["size_mb"]
+        metrics["macro_f1_validation_delta_vs_teacher"] = (metrics["macro_f1_validation"]
+                                                           - reference["teacher_validation_macro_f1"])
+        metrics["latency_e2e_vs_baseline"] = metrics["latency_e2e_ms"] / reference["baseline_latency_e2e_ms"]
+        trial.set_user_attr("metrics", metrics)
+        trial.set_user_attr("resolved_params", outcome.params)
+        trial.set_user_attr("tags", {**outcome.tags, **budgets.tags(metrics)})
+        for name, amount in budgets.constraints(metrics).items():  # TPE and NSGA-II steer by these (<= 0: met)
+            trial.set_constraint(name, amount)
+        trial_tracker.log_bundle(trial, outcome.artifact_dir)
+        return list(outcome.values)
+
+    return run

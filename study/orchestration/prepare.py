@@ -1,0 +1,168 @@
+"""Inputs checked and stores opened before anything is written: data, models, space, stores, and a resumed
+study's recorded settings."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import optuna
+
+from objectives.measure import machine_facts
+from objectives.trial import DIRECTIONS, OBJECTIVES, check_space, servable_space
+from search_spaces import SearchSpace, load_space
+from study.core.config import StudyConfig, study_split
+from study.core.data import Corpus, DataSplit, load_corpus
+from study.core.demo import demo_corpus
+from study.core.errors import UserError, space_errors
+from study.reporting.progress import say
+from study.reporting.stores import check_reachable
+from study.core.models import ModelSpec, check_loadable, check_student_fits, resolve_model
+from study.core.teacher import teacher_identity
+from study.reporting.callbacks import stale_trial_handler
+from study.reporting.tracking import Tracker, ensure_sqlite_parent
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Inputs validated before anything is written: nothing below creates a study on bad input."""
+
+    cfg: StudyConfig
+    corpus: Corpus
+    split: DataSplit
+    teacher: ModelSpec
+    students: tuple[ModelSpec, ...]
+    space: SearchSpace
+    storage: optuna.storages.BaseStorage
+    tracker: Tracker
+    teacher_identity: str  # what the students learn from (see study.core.teacher.teacher_identity)
+    dropped_schemes: MappingProxyType  # quantization schemes this machine cannot serve -> why (not searched)
+
+
+def pair_study_name(cfg: StudyConfig, teacher: ModelSpec, student: ModelSpec) -> str:
+    return f"{cfg.study_name}.{teacher.name}.{student.name}"
+
+
+def resolve_data(cfg: StudyConfig, quiet: bool = False) -> Corpus:
+    path = cfg.data
+    if path is None and quiet:
+        return demo_corpus()
+    if path is None:
+        say("=" * 78)
+        say("NOTE: no --data given (and STUDY_DATA is unset): running on the small built-in SYNTHETIC demo")
+        say("      corpus. Its numbers say nothing about real data. To run on UBMEC instead:")
+        say("      python -m study.run --objective pareto --data ../shared/data/ubmec/UBMEC.xlsx")
+        say("=" * 78)
+        return demo_corpus()
+    return load_corpus(Path(path), text_col=cfg.text_col, label_col=cfg.label_col)
+
+
+def open_storage(url: str, tracker: Tracker, heartbeat_s: int) -> optuna.storages.BaseStorage:
+    """Optuna RDB storage with heartbeats: a trial whose worker died is failed after 3 missed beats."""
+    ensure_sqlite_parent(url)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    try:
+        with quiet_experimental():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                                              grace_period=3 * heartbeat_s,
+                                              heartbeat_stale_trial_callback=stale_trial_handler(tracker))
+    except Exception as exc:
+        raise UserError(f"Optuna storage {url!r} is not usable: {exc}") from None
+
+
+def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
+    """Check every input (data, models, space, stores) so that bad input fails before any write."""
+    teacher = resolve_model(cfg.teacher)
+    students = tuple(resolve_model(s) for s in cfg.students)
+    with space_errors():
+        space = load_space(cfg.space)
+    check_space(space)
+    space, dropped = servable_space(space)
+    corpus = resolve_data(cfg, quiet)
+    split = study_split(corpus, cfg)
+    for spec in (teacher, *students):
+        check_loadable(spec)
+    for student in students:
+        check_student_fits(teacher, student)
+    check_reachable(cfg.storage, "Optuna storage")
+    check_reachable(cfg.tracking_uri, "MLflow tracking URI")
+    tracker = Tracker(cfg.tracking_uri)
+    tracker.check()
+    storage = open_storage(cfg.storage, tracker, cfg.heartbeat_s)
+    identity = teacher_identity(teacher, split, cfg.train, cfg.seed)
+    for student in students:
+        name = pair_study_name(cfg, teacher, student)
+        try:
+            existing = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
+        recorded = existing.user_attrs.get("data_sha256")
+        if recorded and recorded != corpus.sha256:
+            raise UserError(f"study {name!r} in {cfg.storage} was run on other data (sha256 {recorded[:12]}…, "
+                            f"now {corpus.sha256[:12]}…); use another --study-name")
+        if (tuple(d.name.lower() for d in existing.directions) != DIRECTIONS
+                or existing.user_attrs.get("objectives", list(OBJECTIVES)) != list(OBJECTIVES)):
+            raise UserError(f"study {name!r} in {cfg.storage} has other objectives; use another --study-name")
+        sampler = existing.user_attrs.get("sampler")
+        if sampler and sampler != cfg.sampler:
+            raise UserError(f"study {name!r} was run with --sampler {sampler}; resume it with the same sampler "
+                            f"(got --sampler {cfg.sampler}) or use another --study-name")
+        space, dropped = keep_stored_space(name, existing, space, dropped)
+        check_timing_footing(name, existing, timing_footing(cfg))
+        recorded = existing.user_attrs.get("teacher_identity")
+        if recorded and recorded != identity:
+            raise UserError(f"study {name!r} was run with another teacher ({recorded}; now {identity}): its "
+                            "trials learnt from a teacher trained or blended differently (--quick, "
+                            "--teacher-baseline-kd, --teacher-tfidf-weight or other training settings); resume "
+                            "it with the same settings or use another --study-name")
+    return Prepared(cfg, corpus, split, teacher, students, space, storage, tracker, identity,
+                    MappingProxyType(dropped))
+
+
+def timing_footing(cfg: StudyConfig) -> dict[str, str]:
+    """What an absolute latency depends on besides the model: a study's latencies compare only on one footing."""
+    return {"cpu": machine_facts()["cpu"], "threads": str(cfg.measure.threads),
+            "fixed_length": str(cfg.measure.fixed_length)}
+
+
+def check_timing_footing(name: str, existing: optuna.Study, footing: dict[str, str]) -> None:
+    """The latency objective is absolute (ms per text at batch 1), so a study resumes only on the CPU model,
+    --threads and --fixed-length it was started with (otherwise its trials' latencies would not compare)."""
+    recorded = existing.user_attrs.get("timing_footing")
+    if not recorded:
+        return
+    flags = {"cpu": "CPU model", "threads": "--threads", "fixed_length": "--fixed-length"}
+    changed = [f"{flags[k]} {recorded[k]!r} (now {footing[k]!r})" for k in flags if recorded.get(k) != footing[k]]
+    if changed:
+        raise UserError(f"study {name!r} was timed with {'; '.join(changed)}: its latency objective is absolute, so "
+                        "latencies taken otherwise would not compare; resume it as it was started or use another "
+                        "--study-name")
+
+
+def keep_stored_space(name: str, existing: optuna.Study, space: SearchSpace,
+                      dropped: dict[str, str]) -> tuple[SearchSpace, dict[str, str]]:
+    """A resumed study keeps the quantization schemes it was started with (Optuna's categorical distributions
+    cannot change): schemes it dropped stay dropped here, and a scheme it searches that this machine cannot
+    serve refuses the resume."""
+    recorded = existing.user_attrs.get("dropped_schemes")
+    if recorded is None:
+        recorded = {} if existing.trials else dict(dropped)
+    cannot = sorted(set(dropped) - set(recorded))
+    if cannot:
+        raise UserError(f"study {name!r} searches quant_scheme {', '.join(cannot)}, which this machine cannot serve "
+                        f"({dropped[cannot[0]]}); resume it on a machine that can, or use another --study-name")
+    extra = {k: v for k, v in recorded.items() if k not in dropped}
+    if extra:
+        with space_errors():
+            space = space.without_choices("quant_scheme", set(extra))
+        dropped = {**dropped, **extra}
+    return space, dropped
+
+
+class quiet_experimental(warnings.catch_warnings):
+    def __enter__(self):
+        out = super().__enter__()
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return out
