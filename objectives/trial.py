@@ -65,6 +65,8 @@ def check_space(space: SearchSpace) -> None:
                             f"unknown; known: {', '.join(registry)}")
 
 
+# Over 50 lines on purpose: a trial reads top to bottom as its steps (suggest, distil, prune, quantize, serve and
+# measure); each step is one call into its own module.
 def objective(trial, ctx: TrialContext) -> TrialOutcome:
     """Run one trial: params from ``ctx.space``, every step seeded with ``ctx.trial_seed(trial.number)``."""
     params = suggest(trial, ctx.space)

@@ -195,3 +195,10 @@ class Tracker:
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def experiment_location(tracking_uri: str, name: str) -> tuple[str, str] | None:
+    """Experiment ``name``'s id and artifact location in the store, or None if there is none (reads only:
+    unlike ``Tracker``, it creates no folder for a SQLite store)."""
+    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(name)
+    return None if found is None else (found.experiment_id, found.artifact_location)

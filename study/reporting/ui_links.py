@@ -48,7 +48,7 @@ def _is_server(uri: str) -> bool:
 def mlflow_lines(tracking_uri: str, experiment_name: str) -> list[str]:
     """How to open the experiment's runs: the ``mlflow ui`` command for a database or folder store (an http(s)
     tracking URI is a running server: its own address), then the run list and its Pareto-only filter."""
-    from mlflow.tracking import MlflowClient
+    from study.reporting.tracking import experiment_location
 
     lines = ["MLflow UI:"]
     if _is_server(tracking_uri):
@@ -59,18 +59,19 @@ def mlflow_lines(tracking_uri: str, experiment_name: str) -> list[str]:
         command = [_program("mlflow") or "mlflow", "ui", "--backend-store-uri", tracking_uri]
         lines.append(f"  start it:    {shlex.join(command)}")
     try:
-        experiment = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment_name)
+        experiment = experiment_location(tracking_uri, experiment_name)
     except Exception as exc:  # the study has ended; a link we cannot make must not fail it
         lines.append(f"  (experiment {experiment_name!r} could not be looked up: {str(exc).splitlines()[0]})")
         return lines
     if experiment is None:
         lines.append(f"  (no experiment {experiment_name!r} in {tracking_uri})")
         return lines
-    if not _is_server(tracking_uri) and experiment.artifact_location.startswith("mlflow-artifacts:"):
+    experiment_id, artifact_location = experiment
+    if not _is_server(tracking_uri) and artifact_location.startswith("mlflow-artifacts:"):
         # Created through a tracking server that proxies artifacts: `mlflow ui` must serve the same folder.
         lines[-1] += " --artifacts-destination <the folder that server stored artifacts in>"
-    lines.append(f"  runs:        {runs_link(base, experiment.experiment_id)}")
-    lines.append(f"  pareto runs: {runs_link(base, experiment.experiment_id, PARETO_FILTER)}")
+    lines.append(f"  runs:        {runs_link(base, experiment_id)}")
+    lines.append(f"  pareto runs: {runs_link(base, experiment_id, PARETO_FILTER)}")
     return lines
 
 
