@@ -89,8 +89,8 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
                                 load_if_exists=True)
     # Seeded by history: a resumed study does not replay the random draws of its first session.
     study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
-    stored = study.user_attrs.get(BUDGETS_ATTR)
-    if announce and stored is not None and Budgets.from_dict(stored) != cfg.budgets and completed(study):
+    stored = study.user_attrs.get(BUDGETS_ATTR, {})  # a study stored before budgets existed ran under none
+    if announce and Budgets.from_dict(stored) != cfg.budgets and completed(study):
         say(f"[{ctx.study_name}] budgets changed from ({Budgets.from_dict(stored).describe()}) to "
             f"({cfg.budgets.describe()}): every trial's feasible tag and the pareto tags are recomputed under the "
             "new ones when this session ends (the sampler still sees the constraint values earlier trials ran under)")
