@@ -227,10 +227,10 @@ def export(study_name: str, storage: str, tracking_uri: str, which: str, out: Pa
         if not pool:
             if not everything:
                 raise UserError(f"study {study_name!r} has no completed trials to export")
-            raise UserError((limits or Budgets()).nothing_meets(everything, study_name))
+            raise UserError(limits.nothing_meets(everything, study_name))
         best = pick([t for _, t in pool], rule)
         chosen = [(name, t) for name, t in pool if t is best]
-        picked = Picked(rule, limits, len(pool))
+        picked = Picked(rule, limits, len(pool))  # every pair study of one run stores the same budgets
     if not chosen:
         raise UserError(f"study {study_name!r} has no completed trials to export")
     for name, trial in chosen:  # check first: export nothing if any chosen bundle is gone

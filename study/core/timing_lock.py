@@ -28,29 +28,28 @@ def _lock_fd(name: str) -> int:
 
 
 @contextmanager
+def _held(fd: int, mode: int):
+    fcntl.flock(fd, mode)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextmanager
 def timing_exclusive():
     """Held while timing: no training step of any study on this machine runs meanwhile."""
     gate, work = _lock_fd("gate"), _lock_fd("work")
-    fcntl.flock(gate, fcntl.LOCK_EX)
-    try:
-        fcntl.flock(work, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(work, fcntl.LOCK_UN)
-    finally:
-        fcntl.flock(gate, fcntl.LOCK_UN)
+    with _held(gate, fcntl.LOCK_EX), _held(work, fcntl.LOCK_EX):
+        yield
 
 
 @contextmanager
 def training_step():
     """Held around one training step: waits while any process on this machine is timing."""
     gate, work = _lock_fd("gate"), _lock_fd("work")
-    fcntl.flock(gate, fcntl.LOCK_SH)
-    try:
+    with _held(gate, fcntl.LOCK_SH):  # the gate only orders entry: a waiting timer blocks new steps
         fcntl.flock(work, fcntl.LOCK_SH)
-    finally:
-        fcntl.flock(gate, fcntl.LOCK_UN)
     try:
         yield
     finally:
