@@ -295,3 +295,77 @@ def test_a_label_name_mismatch_exits_2_and_creates_nothing(tmp_path, tokenizer_d
     assert main([*argv, "--label-map", str(tmp_path / "wrong.json")]) == 2
     assert "'surprise', which the corpus does not have" in capsys.readouterr().err
     assert not stores.exists() and not (tmp_path / "cache").exists()  # no store, no experiment, no study, no cache
+
+
+# ---- end to end (slow) --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fine_tuned_folder(tmp_path_factory, demo_split, tokenizer_dir):
+    """A tiny 2-layer BERT fine-tuned on the demo corpus for three epochs (validation macro-F1 about 0.65), saved
+    with its labels (id2label) in an order of its own, not the corpus's sorted one."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from study.core.config import TrainSettings
+    from study.core.training import encode, fit
+
+    order = ("joy", "sadness", "anger")
+    folder = _checkpoint(tmp_path_factory.mktemp("teacher") / "fine-tuned", dict(enumerate(order)), tokenizer_dir,
+                         layers=2)
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    to_head = np.array([order.index(name) for name in demo_split.label_names])
+    fit(model, train=encode(tokenizer, demo_split.train.texts, 64), train_labels=to_head[demo_split.train.labels],
+        validation=encode(tokenizer, demo_split.validation.texts, 64),
+        validation_labels=to_head[demo_split.validation.labels],
+        loss_fn=lambda logits, labels, _i: F.cross_entropy(logits, labels),
+        settings=TrainSettings(max_epochs=3, patience=3, max_length=64), learning_rate=2e-3,
+        pad_id=tokenizer.pad_token_id, seed=0)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def _own_validation_macro_f1(folder: Path, split, max_length: int) -> float:
+    """The folder model's macro-F1 on ``split``'s validation texts, its predictions read by label name."""
+    import torch
+    from sklearn.metrics import f1_score
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    with torch.no_grad():
+        logits = model(**tokenizer(list(split.validation.texts), padding=True, truncation=True,
+                                   max_length=max_length, return_tensors="pt")).logits
+    names = [model.config.id2label[int(i)] for i in logits.argmax(dim=1)]
+    predicted = np.array([split.label_names.index(name) for name in names])
+    return float(f1_score(split.validation.labels, predicted, average="macro"))
+
+
+@pytest.mark.slow
+def test_a_fine_tuned_teacher_folder_runs_a_study_with_no_training_epoch(fine_tuned_folder, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from study.core.config import study_split
+    from study.core.demo import demo_corpus
+    from study.run import build_parser, config_from_args, main
+
+    _no_training(monkeypatch)  # the teacher is never trained: any fit or MLM epoch of it fails the study
+    argv = ["--objective", "pareto", "--quick", "--n-trials", "1", "--teacher", str(fine_tuned_folder),
+            "--students", "teacher-l1", "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db", "--cache-dir", str(tmp_path / "cache"), "--study-name", "as-is",
+            "--seed", "5"]
+    assert main(argv) == 0
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("as-is").experiment_id
+    (parent,) = client.search_runs([experiment], "tags.role = 'study'")
+    (trial,) = client.search_runs([experiment], "tags.role = 'trial'")
+    for run in (parent, trial):
+        assert run.data.tags["teacher_finetuned_here"] == "false" and run.data.tags["teacher_head"] == "reordered"
+        assert run.data.tags["student_head"] == "kept" and run.data.tags["tokenizer_mismatch"] == "false"
+    assert trial.info.status == "FINISHED"
+    cfg = config_from_args(build_parser().parse_args(argv))
+    own = _own_validation_macro_f1(fine_tuned_folder, study_split(demo_corpus(), cfg), cfg.train.max_length)
+    assert own > 0.5  # it learnt the task, so a wrong column order would show in its macro-F1
+    assert parent.data.metrics["teacher_validation_macro_f1"] == pytest.approx(own, abs=1e-9)
+    assert parent.data.params["teacher_tfidf_weight"] == "0.0" and parent.data.params["teacher_baseline_kd"] == "0.0"

@@ -167,12 +167,11 @@ def plan_teacher(spec: ModelSpec, label_names: tuple[str, ...], finetune: str = 
                        ("reinitialised" if match.trained else "new"), tuple(sorted((label_map or {}).items())),
                        checkpoint_identity(spec))
     corpus = ", ".join(label_names)
-    if not match.fits and (finetune == "no" or label_map or 0 < match.shared):
+    if not match.fits and (finetune == "no" or label_map or (finetune == "auto" and match.shared)):
         advice = ("give --label-map FILE ({checkpoint label: corpus label}) to use it as it is, or --teacher-finetune "
                   "yes to fine-tune it here under a new head")
-        missing = f"; missing corpus labels: {', '.join(match.missing)}" if match.missing else ""
         raise UserError(f"teacher {spec.name} ({spec.source}) does not fit the corpus's labels ({corpus}): it has "
-                        f"{match.describe()}{missing}. Labels are matched by name, never by position: {advice}")
+                        f"{match.describe()}. Labels are matched by name, never by position: {advice}")
     if not plan.finetune:
         return replace(plan, why=f"{spec.name} is used as it is, not trained again: {match.describe()}")
     head = {"kept": "from its own head", "reordered": "from its own head, put in the corpus's order",
@@ -239,8 +238,8 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
         _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress,
                                                       plan.labels))
     else:
-        log(f"[teacher] {plan.why}; its logits on the {len(split.train)} training and {len(split.validation)} "
-            f"validation texts are computed once (cached at {final})")
+        log(f"[teacher] {spec.name}, used as it is: its logits on the {len(split.train)} training and "
+            f"{len(split.validation)} validation texts are computed once (cached at {final}; later studies reuse them)")
         _atomic_dir(final, lambda tmp: _use_as_is(plan, split, settings, seed, tmp, log))
     meta = json.loads((final / "meta.json").read_text())
     logits = np.load(final / "logits.npz")
