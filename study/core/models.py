@@ -212,8 +212,8 @@ class HeadMatch:
         what = f"a head of {len(self.head_labels)} labels ({labels})"
         if self.fits:
             return what + (" in the corpus's order" if self.state == "kept" else ", put in the corpus's order")
-        gaps = [f"missing {', '.join(self.missing)}" if self.missing else "",
-                f"not in the corpus: {', '.join(self.extra)}" if self.extra else ""]
+        gaps = [f"missing corpus labels: {', '.join(self.missing)}" if self.missing else "",
+                f"labels the corpus lacks: {', '.join(self.extra)}" if self.extra else ""]
         return f"{what}; {'; '.join(g for g in gaps if g)}"
 
 
