@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from study.core.config import (KEEP_MODELS, DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
-                          SCRATCH_BASELINE_KD, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
+                          SCRATCH_BASELINE_KD, TEACHER_FINETUNE, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
 from study.core.budgets import add_budget_flags, budgets_from_args
 from study.core.errors import EXIT_USER_ERROR, UserError
 from study.core.libraries import quiet_libraries
@@ -48,8 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default=None, help="text column (default: found by name, e.g. 'text')")
     p.add_argument("--label-col", default=None, help="label column (default: found by name, e.g. 'classes')")
     p.add_argument("--teacher", default=DEFAULT_TEACHER,
-                   help="teacher: a zoo name (scratch-base, scratch-large), a paper preset (banglabert, mbert), "
-                        "minilm-l6, a local model folder or a Hugging Face hub id")
+                   help="teacher: a zoo name (scratch-base, scratch-large), a paper preset (banglabert, "
+                        "banglabert-sagor, mbert, bert), minilm-l6, a local model folder or a Hugging Face hub id; "
+                        "a checkpoint already fine-tuned on the corpus's labels is used as it is (docs/teachers.md)")
+    p.add_argument("--teacher-finetune", choices=TEACHER_FINETUNE, default=StudyConfig.teacher_finetune,
+                   help="auto: fine-tune the teacher here unless it is a checkpoint whose classification head has the "
+                        "corpus's labels (config.id2label names, or --label-map), which is used as it is; yes: always "
+                        "fine-tune; no: never (a teacher whose head does not fit exits 2, naming the missing labels)")
+    p.add_argument("--label-map", type=Path, default=None, metavar="FILE",
+                   help="JSON or YAML file {checkpoint label: corpus label} for a fine-tuned teacher whose head names "
+                        "the labels otherwise; labels it does not name keep their own")
     p.add_argument("--students", default=None,
                    help="comma-separated students (zoo: scratch-medium, scratch-small, scratch-mini, scratch-tiny; "
                         "teacher-lN: N of the teacher's own layers; presets: distilbert, distil-mbert, tinybert, "
@@ -116,7 +124,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
     students = tuple(s.strip() for s in args.students.split(",") if s.strip()) if given else DEFAULT_STUDENTS
     data = args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
     cfg = StudyConfig(objective=args.objective, data=data, text_col=args.text_col, label_col=args.label_col,
-                      teacher=args.teacher, students=students, n_trials=args.n_trials, timeout=args.timeout,
+                      teacher=args.teacher, teacher_finetune=args.teacher_finetune, label_map=args.label_map,
+                      students=students, n_trials=args.n_trials, timeout=args.timeout,
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers, validation_size=args.validation_size,

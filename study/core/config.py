@@ -18,6 +18,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_TEACHER = "scratch-base"
 DEFAULT_STUDENTS = ("teacher-l2", "scratch-tiny")  # half of the teacher's own layers; the smallest scratch BERT
 SAMPLERS = ("tpe", "nsga2", "random")
+# --teacher-finetune: auto fine-tunes a teacher unless it is a checkpoint whose head already has the corpus's labels;
+# yes always fine-tunes; no never does (a teacher whose head does not fit is refused)
+TEACHER_FINETUNE = ("auto", "yes", "no")
 
 
 SCRATCH_BASELINE_KD = 0.5  # the default teacher KD weight towards the TF-IDF model, for scratch teachers
@@ -79,6 +82,8 @@ class StudyConfig:
     text_col: str | None = None
     label_col: str | None = None
     teacher: str = DEFAULT_TEACHER
+    teacher_finetune: str = "auto"  # one of TEACHER_FINETUNE
+    label_map: Path | None = None  # --label-map: {checkpoint label: corpus label} of a fine-tuned teacher's head
     students: tuple[str, ...] = DEFAULT_STUDENTS
     n_trials: int = 20
     timeout: float | None = None
@@ -109,6 +114,8 @@ class StudyConfig:
             raise UserError(f"--n-trials must be at least 1, got {self.n_trials}")
         if self.timeout is not None and self.timeout <= 0:
             raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout}")
+        if self.teacher_finetune not in TEACHER_FINETUNE:
+            raise UserError(f"--teacher-finetune must be one of {', '.join(TEACHER_FINETUNE)}, got {self.teacher_finetune!r}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if not self.students:

@@ -1,5 +1,5 @@
-"""Fine-tune a teacher once per (teacher, data, seed, settings) and cache it with its logits (and its
-TF-IDF member, when the teacher is a two-model ensemble)."""
+"""Get a teacher once per (teacher, data, seed, settings): fine-tune it, or take an already fine-tuned
+checkpoint as it is; cache it with its logits (and its TF-IDF member, when the teacher is a two-model ensemble)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from study.core.config import SCRATCH_BASELINE_KD, TrainSettings
+from study.core.config import SCRATCH_BASELINE_KD, TEACHER_FINETUNE, TrainSettings
 from study.core.data import DataSplit
-from study.core.models import ModelSpec, build_model, load_tokenizer, train_wordpiece
+from study.core.errors import UserError
+from study.core.models import (ModelSpec, build_model, checkpoint_identity, head_match, load_fitted, load_tokenizer,
+                               train_wordpiece)
 from study.core.pretrain import mlm_pretrain
 from study.core.tfidf import load_pipeline, out_of_fold_logits, save_pipeline, tfidf_pipeline
 from study.core.training import encode, fit, kd_loss, macro_f1, torch_logits
@@ -48,6 +50,7 @@ class TeacherArtifacts:
     network_validation_macro_f1: float | None = None  # None: the same as validation_macro_f1
     tfidf_weight: float = 0.0  # of the TF-IDF member; 0: the teacher is its network alone
     member_dir: Path | None = None  # the TF-IDF member (tfidf.skops, member.json), when there is one
+    finetuned_here: bool = True  # False: an already fine-tuned checkpoint, used as it is
 
     @property
     def model_dir(self) -> Path:
@@ -124,11 +127,76 @@ def scratch_tokenizer(split: DataSplit, cache_dir: Path) -> Path:
     return final
 
 
-def teacher_cache_key(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int) -> str:
-    """The network's key; the TF-IDF member is cached inside the network's folder, under its own weight."""
+@dataclass(frozen=True)
+class TeacherPlan:
+    """How a study gets its teacher, decided before anything is written (see ``plan_teacher``)."""
+
+    spec: ModelSpec
+    finetune: bool  # True: fine-tuned here (then cached); False: an already fine-tuned checkpoint used as it is
+    head: str = "new"  # what happens to its head: kept, reordered, reinitialised or new (models.HEAD_STATES)
+    label_map: tuple[tuple[str, str], ...] = ()  # --label-map: checkpoint label -> corpus label
+    checkpoint: str = ""  # models.checkpoint_identity; "" for a teacher built from scratch
+    why: str = ""  # one line: what is done with the teacher and why
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.label_map)
+
+
+def plan_teacher(spec: ModelSpec, label_names: tuple[str, ...], finetune: str = "auto",
+                 label_map: dict[str, str] | None = None) -> TeacherPlan:
+    """Whether to fine-tune ``spec`` here or use it as it is (``finetune``: auto, yes or no).
+
+    A checkpoint whose sequence-classification head has the corpus's labels (``config.id2label`` names, after
+    ``label_map``) is used as it is under auto and no, its outputs put in the corpus's label order; yes fine-tunes it
+    from that head. A head matching some labels but not all, or a map that does not make it fit, is a UserError
+    (never a silent reorder); so is ``no`` for a teacher that does not fit.
+    """
+    if finetune not in TEACHER_FINETUNE:
+        raise UserError(f"--teacher-finetune must be one of {', '.join(TEACHER_FINETUNE)}, got {finetune!r}")
+    if spec.from_teacher:
+        raise UserError(f"--teacher {spec.name}: a student made of a teacher's layers cannot be the teacher")
+    if spec.source is None:
+        if finetune == "no" or label_map:
+            flag = "--teacher-finetune no" if finetune == "no" else "--label-map"
+            raise UserError(f"{flag}: teacher {spec.name} is built from scratch, so it has to be trained here; "
+                            "give a fine-tuned checkpoint (a folder or hub id) as --teacher")
+        return TeacherPlan(spec, True, why=f"{spec.name} is trained here from scratch")
+    match = head_match(spec, label_names, label_map)
+    plan = TeacherPlan(spec, finetune == "yes" or not match.fits, match.state if match.fits else
+                       ("reinitialised" if match.trained else "new"), tuple(sorted((label_map or {}).items())),
+                       checkpoint_identity(spec))
+    corpus = ", ".join(label_names)
+    if not match.fits and (finetune == "no" or label_map or (finetune == "auto" and match.shared)):
+        advice = ("give --label-map FILE ({checkpoint label: corpus label}) to use it as it is, or --teacher-finetune "
+                  "yes to fine-tune it here under a new head")
+        raise UserError(f"teacher {spec.name} ({spec.source}) does not fit the corpus's labels ({corpus}): it has "
+                        f"{match.describe()}. Labels are matched by name, never by position: {advice}")
+    if not plan.finetune:
+        return replace(plan, why=f"{spec.name} is used as it is, not trained again: {match.describe()}")
+    head = {"kept": "from its own head", "reordered": "from its own head, put in the corpus's order",
+            "reinitialised": "under a re-initialised head", "new": "under a new head"}[plan.head]
+    reason = "--teacher-finetune yes" if match.fits else match.describe()
+    return replace(plan, why=f"{spec.name} is fine-tuned here {head} for the corpus's {len(label_names)} labels "
+                             f"({reason})")
+
+
+def teacher_cache_key(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int,
+                      plan: TeacherPlan | None = None) -> str:
+    """The network's key; the TF-IDF member is cached inside the network's folder, under its own weight.
+
+    A checkpoint's key holds its identity (content or hub commit), the label map and whether it is fine-tuned
+    here; a checkpoint used as it is depends on no training setting but ``max_length``.
+    """
+    sizes = (str(len(split.train)), str(len(split.validation)), str(len(split.test)))
+    if plan is not None and not plan.finetune:
+        return _digest("teacher-as-is-v1", plan.checkpoint, json.dumps(plan.label_map), split.corpus_sha256,
+                       str(seed), *sizes, str(settings.max_length))
     network = {k: v for k, v in asdict(settings).items() if k != "tfidf_member_weight"}
-    return _digest("teacher-v2", spec.key(), split.corpus_sha256, str(seed), str(len(split.train)),
-                   str(len(split.validation)), str(len(split.test)), json.dumps(network, sort_keys=True))
+    checkpoint = () if plan is None or spec.from_scratch else ("checkpoint", plan.checkpoint,
+                                                              json.dumps(plan.label_map), "fine-tuned here")
+    return _digest("teacher-v2", spec.key(), split.corpus_sha256, str(seed), *sizes,
+                   json.dumps(network, sort_keys=True), *checkpoint)
 
 
 def teacher_settings(spec: ModelSpec, settings: TrainSettings) -> TrainSettings:
@@ -142,35 +210,44 @@ def teacher_settings(spec: ModelSpec, settings: TrainSettings) -> TrainSettings:
     return settings
 
 
-def teacher_identity(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int) -> str:
+def teacher_identity(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int,
+                     plan: TeacherPlan | None = None) -> str:
     """What students of a study learn from, known before any training: the teacher's name, its network's
     cache key and its TF-IDF member's weight ("auto": chosen on validation; 0: none)."""
     settings = teacher_settings(spec, settings)
     weight = settings.tfidf_member_weight
-    return (f"{spec.name}-{teacher_cache_key(spec, split, settings, seed)}, "
+    return (f"{spec.name}-{teacher_cache_key(spec, split, settings, seed, plan)}, "
             f"tfidf member {'auto' if weight is None else weight}")
 
 
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
-                    log=print, progress: bool = False) -> TeacherArtifacts:
-    """Load the cached teacher for this key, or fine-tune it and cache it."""
+                    log=print, progress: bool = False, plan: TeacherPlan | None = None) -> TeacherArtifacts:
+    """Load the cached teacher for this key, or make it (fine-tune it, or take it as it is: ``plan``, by default
+    ``plan_teacher(spec, split.label_names)``) and cache it."""
+    plan = plan_teacher(spec, split.label_names) if plan is None else plan
     settings = teacher_settings(spec, settings)
-    key = teacher_cache_key(spec, split, settings, seed)
+    key = teacher_cache_key(spec, split, settings, seed, plan)
     final = cache_dir / "teachers" / f"{spec.name}-{key}"
     from_cache = (final / "meta.json").exists()
-    if not from_cache:
+    if from_cache:
+        log(f"[teacher] reusing cached {spec.name} from {final}")
+    elif plan.finetune:
         log(f"[teacher] fine-tuning {spec.name} once on {len(split.train)} training texts "
             f"(cached at {final}; later studies reuse it)")
         tokenizer_dir = scratch_tokenizer(split, cache_dir) if spec.from_scratch else None
-        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress))
+        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress,
+                                                      plan.labels))
     else:
-        log(f"[teacher] reusing cached {spec.name} from {final}")
+        log(f"[teacher] {spec.name}, used as it is: its logits on the {len(split.train)} training and "
+            f"{len(split.validation)} validation texts are computed once (cached at {final}; later studies reuse them)")
+        _atomic_dir(final, lambda tmp: _use_as_is(plan, split, settings, seed, tmp, log))
     meta = json.loads((final / "meta.json").read_text())
     logits = np.load(final / "logits.npz")
     network = TeacherArtifacts(name=spec.name, directory=final, train_logits=logits["train"],
                                validation_logits=logits["validation"],
                                validation_macro_f1=meta["validation_macro_f1"], cache_key=key, from_cache=from_cache,
-                               kd_from_baseline=settings.baseline_kd_lambda)
+                               kd_from_baseline=settings.baseline_kd_lambda if plan.finetune else 0.0,
+                               finetuned_here=meta.get("finetuned_here", True))
     if settings.tfidf_member_weight == 0.0:
         return network
     member_dir = tfidf_member(network, split, settings.tfidf_member_weight, seed, log)
@@ -236,9 +313,9 @@ def _teacher_loss(split: DataSplit, settings: TrainSettings, seed: int, log):
 
 
 def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int, out: Path,
-                   tokenizer_dir: Path | None, log, progress: bool) -> None:
+                   tokenizer_dir: Path | None, log, progress: bool, label_map: dict[str, str] | None = None) -> None:
     tokenizer = load_tokenizer(spec, tokenizer_dir)
-    model = build_model(spec, split.label_names, vocab_size=len(tokenizer), seed=seed)
+    model = build_model(spec, split.label_names, vocab_size=len(tokenizer), seed=seed, label_map=label_map)
     train = encode(tokenizer, split.train.texts, settings.max_length)
     validation = encode(tokenizer, split.validation.texts, settings.max_length)
     lr = settings.learning_rate_scratch if spec.from_scratch else settings.learning_rate_pretrained
@@ -259,6 +336,7 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
     tokenizer.save_pretrained(str(out / "tokenizer"))
     np.savez(out / "logits.npz", train=train_logits, validation=validation_logits)
     meta = {"teacher": spec.name, "source": spec.source, "arch": spec.arch, "data_sha256": split.corpus_sha256,
+            "finetuned_here": True, "label_map": label_map or {},
             "seed": seed, "settings": asdict(settings), "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
             "mlm_pretrain_seconds": round(pretrain_seconds, 1),
@@ -266,3 +344,24 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     log(f"[teacher] done in {result.seconds:.0f}s: best epoch {result.best_epoch}, "
         f"validation macro-F1 {meta['validation_macro_f1']:.4f}")
+
+
+def _use_as_is(plan: TeacherPlan, split: DataSplit, settings: TrainSettings, seed: int, out: Path, log) -> None:
+    """Cache an already fine-tuned checkpoint as the teacher, untrained: its head put in the corpus's label order,
+    its logits on the train and validation parts."""
+    spec = plan.spec
+    tokenizer = load_tokenizer(spec, None)
+    model = load_fitted(spec, split.label_names, head_match(spec, split.label_names, plan.labels))
+    train = encode(tokenizer, split.train.texts, settings.max_length)
+    validation = encode(tokenizer, split.validation.texts, settings.max_length)
+    train_logits = torch_logits(model, train, tokenizer.pad_token_id)
+    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id)
+    model.save_pretrained(str(out / "model"))
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    np.savez(out / "logits.npz", train=train_logits, validation=validation_logits)
+    meta = {"teacher": spec.name, "source": spec.source, "checkpoint": plan.checkpoint, "finetuned_here": False,
+            "head": plan.head, "label_map": plan.labels, "data_sha256": split.corpus_sha256, "seed": seed,
+            "max_length": settings.max_length,
+            "validation_macro_f1": macro_f1(split.validation.labels, validation_logits.argmax(axis=1))}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    log(f"[teacher] {spec.name} as it is: validation macro-F1 {meta['validation_macro_f1']:.4f} (no training epoch)")

@@ -20,12 +20,12 @@ from search_spaces import load_space
 from study.core.config import StudyConfig, study_split
 from objectives.context import TrialContext
 from study.core.errors import UserError, space_errors
-from study.core.models import ModelSpec, build_model, check_loadable, resolve_model
+from study.core.models import ModelSpec, build_model, check_loadable, load_label_map, resolve_model
 from study.reporting.progress import say
 from study.orchestration.prepare import resolve_data
 from study.orchestration.reference import measure_reference
 from study.reporting.stores import check_reachable
-from study.core.teacher import prepare_teacher, scratch_tokenizer
+from study.core.teacher import plan_teacher, prepare_teacher, scratch_tokenizer
 from study.reporting.tracking import Tracker
 
 DEFAULT_TEACHERS = ("scratch-base", "scratch-large")
@@ -125,6 +125,9 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
         check_loadable(spec)
     corpus = resolve_data(cfg)
     base_split = study_split(corpus, cfg)
+    label_map = load_label_map(cfg.label_map) if cfg.label_map else None  # for the checkpoint teachers
+    plans = {t.name: plan_teacher(t, corpus.label_names, cfg.teacher_finetune, None if t.from_scratch else label_map)
+             for t in teachers}
     if ab.reference is not None and not ab.reference.exists():
         raise UserError(f"--reference {ab.reference} does not exist")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
@@ -167,7 +170,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                                   **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}, {}))
             for tspec in teachers:
                 teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
-                                          progress=not cfg.quiet)
+                                          progress=not cfg.quiet, plan=plans[tspec.name])
                 # every row timed from its bundle in a separate process, paired with this fp32 teacher; Δ F1
                 # against the teacher the students learn from (with its TF-IDF member, if it has one)
                 ref, timer = measure_reference(teacher, split, cfg, workdir / f"reference-{tspec.name}-{repeat}")
@@ -195,7 +198,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                         metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
                         metrics["teacher_macro_f1"] = teacher_f1
                         rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, cell.technique,
-                                             cell.model, cell, metrics, outcome.params))
+                                             cell.model, cell, metrics, outcome.params, {"teacher_finetuned_here":
+                                             str(teacher.finetuned_here).lower()}))
                         predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
                         say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
                             f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
@@ -219,7 +223,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
 
 
 def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, repeat: int, seed: int,
-             technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict) -> dict:
+             technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict,
+             tags: dict[str, str] | None = None) -> dict:
     """One finished MLflow run per grid row (tags role=ablation, technique=...)."""
     teacher = cell.teacher if cell else ""
     run_params = {"teacher": teacher, "student": (cell.student or "") if cell else "", "technique": technique,
@@ -229,6 +234,6 @@ def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig
             run_params[key] = params[key]
     run_id = tracker.record_run(experiment_id, parent, f"{teacher or 'baseline'} {technique} {model} r{repeat}",
                                 tags={"role": "ablation", "technique": technique, "teacher": teacher, "model": model,
-                                      "repeat": str(repeat)}, params=run_params, metrics=metrics)
+                                      "repeat": str(repeat), **(tags or {})}, params=run_params, metrics=metrics)
     return {"repeat": repeat, "seed": seed, "teacher": teacher, "technique": technique, "model": model,
             "student": (cell.student or "") if cell else "", "run_id": run_id, **metrics}

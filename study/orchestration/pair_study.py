@@ -105,11 +105,13 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     experiment_id = tracker.experiment(cfg.study_name)
     base = _base_params(ctx, cfg)
     machine = {f"machine.{k}": v for k, v in machine_facts().items()}
-    tags = {"teacher": ctx.teacher.name, "student": ctx.student.name, **machine}  # every run: where it was timed
+    # every run: where it was timed, whether the teacher was fine-tuned here, the heads, the tokenizers
+    models = dict(prep.pair_tags.get(ctx.student.name, {}))
+    tags = {"teacher": ctx.teacher.name, "student": ctx.student.name, **machine, **models}
     parent = tracker.study_run(experiment_id, ctx.study_name, base, tags)
     if "teacher_latency_ms" not in tracker.run_metrics(parent):  # a resumed study keeps its first reference;
         tracker.log_metrics(parent, reference)  # each trial's run logs the teacher timing it was compared with
-    tracker.set_tags(parent, machine)
+    tracker.set_tags(parent, {**machine, **models})
     with quiet_experimental():
         optuna.storages.fail_stale_trials(study)
     for line in reconcile(study, tracker):

@@ -19,8 +19,9 @@ from study.core.demo import demo_corpus
 from study.core.errors import UserError, space_errors
 from study.reporting.progress import say
 from study.reporting.stores import check_reachable
-from study.core.models import ModelSpec, check_loadable, check_student_fits, resolve_model
-from study.core.teacher import teacher_identity
+from study.core.models import (ModelSpec, check_loadable, check_student_fits, head_match, load_label_map, resolve_model,
+                               tokenizer_mismatch)
+from study.core.teacher import TeacherPlan, plan_teacher, teacher_identity
 from study.reporting.callbacks import stale_trial_handler
 from study.reporting.tracking import Tracker, ensure_sqlite_parent
 
@@ -39,6 +40,9 @@ class Prepared:
     tracker: Tracker
     teacher_identity: str  # what the students learn from (see study.core.teacher.teacher_identity)
     dropped_schemes: MappingProxyType  # quantization schemes this machine cannot serve -> why (not searched)
+    teacher_plan: TeacherPlan  # fine-tuned here or used as it is, and its head
+    pair_tags: MappingProxyType  # student name -> tags of its pair's runs (see model_facts)
+    notes: tuple[str, ...]  # lines on the teacher, heads and tokenizers, printed when the study starts
 
 
 def pair_study_name(cfg: StudyConfig, teacher: ModelSpec, student: ModelSpec) -> str:
@@ -86,12 +90,15 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
         check_loadable(spec)
     for student in students:
         check_student_fits(teacher, student)
+    plan = plan_teacher(teacher, split.label_names, cfg.teacher_finetune,
+                        load_label_map(cfg.label_map) if cfg.label_map else None)
+    pair_tags, notes = model_facts(plan, students, split)
     check_reachable(cfg.storage, "Optuna storage")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
     tracker = Tracker(cfg.tracking_uri)
     tracker.check()
     storage = open_storage(cfg.storage, tracker, cfg.heartbeat_s)
-    identity = teacher_identity(teacher, split, cfg.train, cfg.seed)
+    identity = teacher_identity(teacher, split, cfg.train, cfg.seed, plan)
     for student in students:
         name = pair_study_name(cfg, teacher, student)
         try:
@@ -118,7 +125,36 @@ def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
                             "--teacher-baseline-kd, --teacher-tfidf-weight or other training settings); resume "
                             "it with the same settings or use another --study-name")
     return Prepared(cfg, corpus, split, teacher, students, space, storage, tracker, identity,
-                    MappingProxyType(dropped))
+                    MappingProxyType(dropped), plan, MappingProxyType(pair_tags), tuple(notes))
+
+
+TOKENIZER_SAMPLE = 50  # training texts two checkpoints' tokenizers must split alike to count as one tokenizer
+
+
+def model_facts(plan: TeacherPlan, students: tuple[ModelSpec, ...],
+                split: DataSplit) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Each pair's run tags on its models (``teacher_finetuned_here``, ``teacher_head``, ``student_head``: kept,
+    reordered, reinitialised or new; ``tokenizer_mismatch``) and the lines that say the same when the study starts."""
+    labels = split.label_names
+    notes = [f"[teacher] {plan.why}"]
+    tags = {}
+    for student in students:
+        if student.source is None:  # scratch: all new; teacher-lN: the teacher's own head, in the corpus's order
+            head = "kept" if student.from_teacher else "new"
+        else:
+            match = head_match(student, labels)
+            head = match.state
+            if head in ("reinitialised", "new"):
+                notes.append(f"[student] {student.name} ({student.source}) has {match.describe()}: its head is "
+                             f"{'re-initialised' if head == 'reinitialised' else 'new'} for the corpus's "
+                             f"{len(labels)} labels ({', '.join(labels)})")
+        mismatch = tokenizer_mismatch(plan.spec, student, split.train.texts[:TOKENIZER_SAMPLE])
+        if mismatch:
+            notes.append(f"[student] {student.name} tokenises differently from teacher {plan.spec.name} ({mismatch}); "
+                         "allowed: KD here matches the teacher's logits per text, not per token")
+        tags[student.name] = {"teacher_finetuned_here": str(plan.finetune).lower(), "teacher_head": plan.head,
+                              "student_head": head, "tokenizer_mismatch": str(mismatch is not None).lower()}
+    return tags, notes
 
 
 def timing_footing(cfg: StudyConfig) -> dict[str, str]:

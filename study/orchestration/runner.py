@@ -36,7 +36,7 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     prep = prepare(cfg)
     announce_inputs(prep)
     teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=say,
-                              progress=not cfg.quiet)
+                              progress=not cfg.quiet, plan=prep.teacher_plan)
     workdir = Path(tempfile.mkdtemp(prefix="study-trials-"))
     timer = None
     try:
@@ -55,7 +55,8 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
 
 
 def announce_inputs(prep: Prepared) -> None:
-    """One line on the data and its split, one per quantization scheme dropped from the space."""
+    """One line on the data and its split, one per quantization scheme dropped from the space, and the lines on
+    the teacher, the students' heads and their tokenizers."""
     corpus, split = prep.corpus, prep.split
     say(f"[data] {corpus.source}: {corpus.rows_read} rows read, {corpus.duplicates_dropped} duplicates "
         f"and {corpus.conflicting_dropped} rows of texts with conflicting labels dropped (after normalisation), "
@@ -63,6 +64,8 @@ def announce_inputs(prep: Prepared) -> None:
         f"{len(split.validation)} / test {len(split.test)} (seed {prep.cfg.seed})")
     for scheme, why in prep.dropped_schemes.items():
         say(f"[space] quant_scheme {scheme} dropped from the search space: {why}")
+    for line in prep.notes:
+        say(line)
 
 
 def run_pairs(prep: Prepared, contexts: list[TrialContext], opened: list, ref: Reference) -> None:

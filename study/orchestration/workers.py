@@ -34,7 +34,8 @@ def helper_main(cfg: StudyConfig, reference: Reference, index: int) -> None:
     quiet_libraries()
     set_compute_threads(max(1, (os.cpu_count() or 1) // cfg.workers))
     prep = prepare(cfg, quiet=True)
-    teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=lambda *_: None)
+    teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=lambda *_: None,
+                              plan=prep.teacher_plan)
     workdir = Path(tempfile.mkdtemp(prefix=f"study-trials-w{index}-"))
     timer = reference.timer(prep.split, cfg)  # its own timing process, on the main worker's teacher bundles
     try:
