@@ -152,8 +152,8 @@ def teacher_identity(spec: ModelSpec, split: DataSplit, settings: TrainSettings,
 
 
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
-                    log=print, progress: bool = False) -> TeacherArtifacts:
-    """Load the cached teacher for this key, or fine-tune it and cache it."""
+                    log=print, progress: bool = False, device=None) -> TeacherArtifacts:
+    """Load the cached teacher for this key, or fine-tune it on ``device`` (None: the CPU) and cache it."""
     settings = teacher_settings(spec, settings)
     key = teacher_cache_key(spec, split, settings, seed)
     final = cache_dir / "teachers" / f"{spec.name}-{key}"
@@ -162,7 +162,8 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
         log(f"[teacher] fine-tuning {spec.name} once on {len(split.train)} training texts "
             f"(cached at {final}; later studies reuse it)")
         tokenizer_dir = scratch_tokenizer(split, cache_dir) if spec.from_scratch else None
-        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress))
+        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress,
+                                                           device))
     else:
         log(f"[teacher] reusing cached {spec.name} from {final}")
     meta = json.loads((final / "meta.json").read_text())
@@ -236,7 +237,7 @@ def _teacher_loss(split: DataSplit, settings: TrainSettings, seed: int, log):
 
 
 def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int, out: Path,
-                   tokenizer_dir: Path | None, log, progress: bool) -> None:
+                   tokenizer_dir: Path | None, log, progress: bool, device=None) -> None:
     tokenizer = load_tokenizer(spec, tokenizer_dir)
     model = build_model(spec, split.label_names, vocab_size=len(tokenizer), seed=seed)
     train = encode(tokenizer, split.train.texts, settings.max_length)
@@ -247,21 +248,21 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
         log(f"[teacher] masked-LM pre-training of {spec.name} on the {len(train)} training texts")
         pretrain_seconds = mlm_pretrain(model, tokenizer, train, epochs=settings.mlm_epochs, learning_rate=lr,
                                         batch_size=settings.batch_size, weight_decay=settings.weight_decay,
-                                        warmup_ratio=settings.warmup_ratio, seed=seed, log=log)
+                                        warmup_ratio=settings.warmup_ratio, seed=seed, log=log, device=device)
     result = fit(model, train=train, train_labels=split.train.labels, validation=validation,
                  validation_labels=split.validation.labels, loss_fn=_teacher_loss(split, settings, seed, log),
                  settings=settings, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
                  on_epoch=lambda e, f1: log(f"[teacher] epoch {e}: validation macro-F1 {f1:.4f}"),
-                 progress="teacher epochs" if progress else None)
-    train_logits = torch_logits(model, train, tokenizer.pad_token_id)
-    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id)
+                 progress="teacher epochs" if progress else None, device=device)
+    train_logits = torch_logits(model, train, tokenizer.pad_token_id, device=device)
+    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id, device=device)
     model.save_pretrained(str(out / "model"))
     tokenizer.save_pretrained(str(out / "tokenizer"))
     np.savez(out / "logits.npz", train=train_logits, validation=validation_logits)
     meta = {"teacher": spec.name, "source": spec.source, "arch": spec.arch, "data_sha256": split.corpus_sha256,
             "seed": seed, "settings": asdict(settings), "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
-            "mlm_pretrain_seconds": round(pretrain_seconds, 1),
+            "mlm_pretrain_seconds": round(pretrain_seconds, 1), "train_device": str(device or "cpu"),
             "validation_macro_f1": macro_f1(split.validation.labels, validation_logits.argmax(axis=1))}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     log(f"[teacher] done in {result.seconds:.0f}s: best epoch {result.best_epoch}, "
