@@ -59,9 +59,7 @@ def as_device(device):
 
     if device is None:
         return torch.device("cpu")
-    if isinstance(device, str) and device in DEVICES:
-        device = worker_device(device)
-    return torch.device(device)
+    return torch.device(worker_device(device) if device == "auto" else device)
 
 
 def autocast_dtype(device):
