@@ -29,6 +29,8 @@ class TrialContext:
         space: the search space the trial samples from.
         seed: base seed; trial seed = seed + trial number.
         workdir: where trial artifacts are written (one sub-folder per trial).
+        device: where this worker distils (``cpu``, ``cuda:1``, ``mps``; see study.core.devices.worker_device);
+            the distilled model comes back to the CPU to be pruned, quantized, exported and timed.
     """
 
     study_name: str
@@ -45,6 +47,7 @@ class TrialContext:
     show_progress: bool = False  # an epochs bar while distilling (on a terminal only)
     timer: PairedTimer | None = None  # times exported bundles in a separate process (None: in this one)
     teacher_test_predictions: np.ndarray | None = None  # the teacher's on the test texts (for paired intervals)
+    device: str = "cpu"  # where this worker distils
 
     def trial_seed(self, number: int) -> int:
         return self.seed + number

@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score
 
 from study.core.config import MeasureSettings
+from study.core.devices import cpu_model
 from study.core.training import Encoded, macro_f1, ordered_batches, pad_batch, train_threads
 
 
@@ -247,14 +248,5 @@ def machine_facts() -> dict[str, str]:
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": str(train_threads()), "torch_version": torch.__version__,
+    return {"cpu": cpu_model(), "cpu_count": str(train_threads()), "torch_version": torch.__version__,
             "onnxruntime_version": onnxruntime.__version__, "python_version": platform.python_version()}

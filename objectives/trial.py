@@ -102,11 +102,11 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         result = fit(model, train=train_enc, train_labels=s.train.labels, validation=val_enc,
                      validation_labels=s.validation.labels, loss_fn=kd_loss_fn(ctx.teacher.train_logits, kd),
                      settings=ctx.train, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
-                     progress=f"trial {trial.number} epochs" if ctx.show_progress else None)
+                     progress=f"trial {trial.number} epochs" if ctx.show_progress else None, device=ctx.device)
         distilled = {"distill_validation_macro_f1": result.best_validation_macro_f1,
                      "best_epoch": float(result.best_epoch),
                      "epochs_run": float(result.epochs_run)}
-    pad_id = tokenizer.pad_token_id
+    pad_id = tokenizer.pad_token_id  # the model is on the CPU in fp32 from here on: the serving target
     lap("distil")
     # prune
     report = prune(model, PruneConfig(kind=str(params["prune_kind"]), ratio=float(params["prune_ratio"])))

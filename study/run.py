@@ -11,6 +11,7 @@ from pathlib import Path
 from study.core.config import (KEEP_MODELS, DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
                           SCRATCH_BASELINE_KD, TEACHER_FINETUNE, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
 from study.core.budgets import add_budget_flags, budgets_from_args
+from study.core.devices import DEVICES, resolve_device
 from study.core.errors import EXIT_USER_ERROR, UserError
 from study.core.libraries import quiet_libraries
 
@@ -103,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-models", choices=KEEP_MODELS, default="pareto",
                    help="which trials keep their model bundle as an MLflow artifact: pareto (dominated trials' "
                         "models are deleted when the study ends; metrics stay), all, or none")
+    p.add_argument("--device", choices=DEVICES, default=StudyConfig.device,
+                   help="where teacher fine-tuning, masked-LM pre-training, distillation and teacher logits run: "
+                        "auto takes a CUDA GPU (bf16 autocast where supported), else Apple MPS, else the CPU; "
+                        "with --workers N each worker takes its own visible GPU (CUDA_VISIBLE_DEVICES respected). "
+                        "Models are pruned, quantized, exported and timed on the CPU either way")
     p.add_argument("--workers", type=int, default=1,
                    help="processes on this machine sharing each pair study (for several machines, start the same "
                         "command on each, pointed at one PostgreSQL --storage and one --tracking-uri)")
@@ -130,6 +136,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers, validation_size=args.validation_size,
                       keep_models=args.keep_models, quiet=args.quiet, budgets=budgets_from_args(args),
+                      device=resolve_device(args.device),
                       measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     cfg = quick_overrides(cfg) if cfg.quick else cfg

@@ -68,7 +68,13 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
     if weight == 0.0:
         assert parent.data.metrics["teacher_macro_f1"] == parent.data.metrics["teacher_network_macro_f1"]
     assert parent.data.metrics["teacher_validation_macro_f1"] >= parent.data.metrics["teacher_network_validation_macro_f1"]
+    # --device auto (the default), resolved once: where the students trained, on the parent and every trial run
+    from study.core.devices import resolve_device
+
+    assert parent.data.params["train_device"] == resolve_device("auto") and parent.data.params["train_device_name"]
     for run in trial_runs:
+        for p in ("train_device", "train_device_name", "train_precision"):
+            assert run.data.params[p] == parent.data.params[p], p
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.data.tags["optuna.study_name"] == "e2e.scratch-base.scratch-tiny"

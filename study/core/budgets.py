@@ -12,10 +12,12 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-from optuna.trial import FrozenTrial
+from typing import TYPE_CHECKING
 
 from study.core.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the training pieces that import this module run without optuna
+    from optuna.trial import FrozenTrial
 
 BUDGETS_ATTR = "budgets"  # study user attribute: the budgets its front is computed under ({} for none)
 FEASIBLE_TAG = "feasible"  # run tag of every completed trial: "true"/"false"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from study.core.budgets import Budgets
 from study.core.data import Corpus, DataSplit, limit_part, split_corpus
+from study.core.devices import DEVICES
 from study.core.errors import UserError
 
 KEEP_MODELS = ("pareto", "all", "none")  # which trials keep their model bundle in MLflow (--keep-models)
@@ -108,6 +109,9 @@ class StudyConfig:
     workers: int = 1  # processes sharing each pair study on this machine
     heartbeat_s: int = 20  # Optuna heartbeat; a trial silent for 3 beats is failed and retried once
     budgets: Budgets = field(default_factory=Budgets)  # constraints of the search; the front is among trials meeting them
+    # where teachers and students train and bulk logits are computed (timing stays on the CPU); the CLI resolves
+    # auto once (study.core.devices.resolve_device), worker i of a study takes GPU i mod the visible GPUs
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -134,6 +138,8 @@ class StudyConfig:
             raise UserError(f"--heartbeat must be at least 1 second, got {self.heartbeat_s}")
         if self.measure.fixed_length is not None and self.measure.fixed_length < 2:
             raise UserError(f"--fixed-length must be at least 2 tokens, got {self.measure.fixed_length}")
+        if self.device not in DEVICES:
+            raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 

@@ -221,9 +221,10 @@ def teacher_identity(spec: ModelSpec, split: DataSplit, settings: TrainSettings,
 
 
 def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, cache_dir: Path, seed: int,
-                    log=print, progress: bool = False, plan: TeacherPlan | None = None) -> TeacherArtifacts:
-    """Load the cached teacher for this key, or make it (fine-tune it, or take it as it is: ``plan``, by default
-    ``plan_teacher(spec, split.label_names)``) and cache it."""
+                    log=print, progress: bool = False, plan: TeacherPlan | None = None,
+                    device=None) -> TeacherArtifacts:
+    """Load the cached teacher for this key, or make it on ``device`` (None: the CPU) — fine-tune it, or take it
+    as it is: ``plan``, by default ``plan_teacher(spec, split.label_names)`` — and cache it."""
     plan = plan_teacher(spec, split.label_names) if plan is None else plan
     settings = teacher_settings(spec, settings)
     key = teacher_cache_key(spec, split, settings, seed, plan)
@@ -236,11 +237,11 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
             f"(cached at {final}; later studies reuse it)")
         tokenizer_dir = scratch_tokenizer(split, cache_dir) if spec.from_scratch else None
         _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress,
-                                                      plan.labels))
+                                                      plan.labels, device))
     else:
         log(f"[teacher] {spec.name}, used as it is: its logits on the {len(split.train)} training and "
             f"{len(split.validation)} validation texts are computed once (cached at {final}; later studies reuse them)")
-        _atomic_dir(final, lambda tmp: _use_as_is(plan, split, settings, seed, tmp, log))
+        _atomic_dir(final, lambda tmp: _use_as_is(plan, split, settings, seed, tmp, log, device))
     meta = json.loads((final / "meta.json").read_text())
     logits = np.load(final / "logits.npz")
     network = TeacherArtifacts(name=spec.name, directory=final, train_logits=logits["train"],
@@ -313,7 +314,8 @@ def _teacher_loss(split: DataSplit, settings: TrainSettings, seed: int, log):
 
 
 def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, seed: int, out: Path,
-                   tokenizer_dir: Path | None, log, progress: bool, label_map: dict[str, str] | None = None) -> None:
+                   tokenizer_dir: Path | None, log, progress: bool, label_map: dict[str, str] | None = None,
+                   device=None) -> None:
     tokenizer = load_tokenizer(spec, tokenizer_dir)
     model = build_model(spec, split.label_names, vocab_size=len(tokenizer), seed=seed, label_map=label_map)
     train = encode(tokenizer, split.train.texts, settings.max_length)
@@ -324,14 +326,14 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
         log(f"[teacher] masked-LM pre-training of {spec.name} on the {len(train)} training texts")
         pretrain_seconds = mlm_pretrain(model, tokenizer, train, epochs=settings.mlm_epochs, learning_rate=lr,
                                         batch_size=settings.batch_size, weight_decay=settings.weight_decay,
-                                        warmup_ratio=settings.warmup_ratio, seed=seed, log=log)
+                                        warmup_ratio=settings.warmup_ratio, seed=seed, log=log, device=device)
     result = fit(model, train=train, train_labels=split.train.labels, validation=validation,
                  validation_labels=split.validation.labels, loss_fn=_teacher_loss(split, settings, seed, log),
                  settings=settings, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
                  on_epoch=lambda e, f1: log(f"[teacher] epoch {e}: validation macro-F1 {f1:.4f}"),
-                 progress="teacher epochs" if progress else None)
-    train_logits = torch_logits(model, train, tokenizer.pad_token_id)
-    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id)
+                 progress="teacher epochs" if progress else None, device=device)
+    train_logits = torch_logits(model, train, tokenizer.pad_token_id, device=device)
+    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id, device=device)
     model.save_pretrained(str(out / "model"))
     tokenizer.save_pretrained(str(out / "tokenizer"))
     np.savez(out / "logits.npz", train=train_logits, validation=validation_logits)
@@ -339,27 +341,29 @@ def _train_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, s
             "finetuned_here": True, "label_map": label_map or {},
             "seed": seed, "settings": asdict(settings), "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "train_seconds": round(result.seconds, 1),
-            "mlm_pretrain_seconds": round(pretrain_seconds, 1),
+            "mlm_pretrain_seconds": round(pretrain_seconds, 1), "train_device": str(device or "cpu"),
             "validation_macro_f1": macro_f1(split.validation.labels, validation_logits.argmax(axis=1))}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     log(f"[teacher] done in {result.seconds:.0f}s: best epoch {result.best_epoch}, "
         f"validation macro-F1 {meta['validation_macro_f1']:.4f}")
 
 
-def _use_as_is(plan: TeacherPlan, split: DataSplit, settings: TrainSettings, seed: int, out: Path, log) -> None:
+def _use_as_is(plan: TeacherPlan, split: DataSplit, settings: TrainSettings, seed: int, out: Path, log,
+               device=None) -> None:
     """Cache an already fine-tuned checkpoint as the teacher, untrained: its head put in the corpus's label order,
-    its logits on the train and validation parts."""
+    its logits on the train and validation parts (computed on ``device``; None: the CPU)."""
     spec = plan.spec
     tokenizer = load_tokenizer(spec, None)
     model = load_fitted(spec, split.label_names, head_match(spec, split.label_names, plan.labels))
     train = encode(tokenizer, split.train.texts, settings.max_length)
     validation = encode(tokenizer, split.validation.texts, settings.max_length)
-    train_logits = torch_logits(model, train, tokenizer.pad_token_id)
-    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id)
+    train_logits = torch_logits(model, train, tokenizer.pad_token_id, device=device)
+    validation_logits = torch_logits(model, validation, tokenizer.pad_token_id, device=device)
     model.save_pretrained(str(out / "model"))
     tokenizer.save_pretrained(str(out / "tokenizer"))
     np.savez(out / "logits.npz", train=train_logits, validation=validation_logits)
     meta = {"teacher": spec.name, "source": spec.source, "checkpoint": plan.checkpoint, "finetuned_here": False,
+            "train_device": str(device or "cpu"),
             "head": plan.head, "label_map": plan.labels, "data_sha256": split.corpus_sha256, "seed": seed,
             "max_length": settings.max_length,
             "validation_macro_f1": macro_f1(split.validation.labels, validation_logits.argmax(axis=1))}

@@ -10,14 +10,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
+from study.core.devices import as_device, autocast
 from study.core.timing_lock import training_step
-from study.core.config import TrainSettings
+
+if TYPE_CHECKING:
+    from study.core.config import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -102,23 +106,47 @@ def train_threads() -> int:
     return _COMPUTE_THREADS or max(1, os.cpu_count() or 1)
 
 
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(array).to(device, non_blocking=True)
+
+
+def forward(model, enc: Encoded, index: np.ndarray, pad_id: int, device: torch.device) -> torch.Tensor:
+    """The model's logits (fp32) for the texts ``index`` of ``enc``, padded as one batch, on ``device`` (the
+    forward pass under bf16 autocast where ``autocast`` says so)."""
+    ids, mask = pad_batch(enc, index, pad_id)
+    with autocast(device):
+        logits = model(input_ids=to_device(ids, device), attention_mask=to_device(mask, device)).logits
+    return logits.float()
+
+
 @torch.inference_mode()
-def torch_logits(model, enc: Encoded, pad_id: int, batch_size: int = 64) -> np.ndarray:
-    """Logits of a PyTorch model for every encoded text, in order."""
-    model.eval()
+def torch_logits(model, enc: Encoded, pad_id: int, batch_size: int = 64, device=None) -> np.ndarray:
+    """Logits (fp32) of a PyTorch model for every encoded text, in order, computed on ``device`` (None: where
+    the model is; bf16 autocast on a CUDA GPU that has it); the model is left where it was."""
+    home = model_device(model)
+    device = home if device is None else as_device(device)
+    model.to(device).eval()
     torch.set_num_threads(train_threads())
     order = np.argsort(enc.lengths(), kind="stable")  # sort by length for speed, then restore order
     out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
-    for batch in ordered_batches(len(order), batch_size):
-        index = order[batch]
-        ids, mask = pad_batch(enc, index, pad_id)
-        out[index] = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float().numpy()
+    try:
+        for batch in ordered_batches(len(order), batch_size):
+            index = order[batch]
+            out[index] = forward(model, enc, index, pad_id, device).cpu().numpy()
+    finally:
+        model.to(home)
     return out
 
 
 def kd_loss(student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor,
             temperature: float, kd_lambda: float) -> torch.Tensor:
-    """(1 - lambda) * CE(y, s) + lambda * T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean."""
+    """(1 - lambda) * CE(y, s) + lambda * T^2 * KL(softmax(t/T) || softmax(s/T)), batch mean (the teacher's
+    logits are moved to the student's device)."""
+    teacher_logits = teacher_logits.to(student_logits.device, non_blocking=True)
     ce = F.cross_entropy(student_logits, labels)
     kl = F.kl_div(F.log_softmax(student_logits / temperature, dim=-1),
                   F.log_softmax(teacher_logits / temperature, dim=-1), reduction="batchmean", log_target=True)
@@ -155,51 +183,57 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]  # (lo
 
 def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded, validation_labels: np.ndarray,
         loss_fn: LossFn, settings: TrainSettings, learning_rate: float, pad_id: int, seed: int,
-        on_epoch: Callable[[int, float], None] | None = None, progress: str | None = None) -> TrainResult:
+        on_epoch: Callable[[int, float], None] | None = None, progress: str | None = None,
+        device=None) -> TrainResult:
     """Train with AdamW + linear warm-up/decay; keep the weights of the best validation macro-F1 epoch.
 
     Stops after ``settings.patience`` epochs without improvement or ``settings.max_epochs`` epochs.
     Raises FloatingPointError if the loss becomes NaN or infinite. ``progress`` names an epochs bar
-    (shown on a terminal only).
+    (shown on a terminal only). Trains on ``device`` (None: the CPU; bf16 autocast on a CUDA GPU that has
+    it, weights in fp32) and hands the model back on the CPU, in fp32 and eval mode.
     """
     from tqdm import tqdm
 
     from transformers import get_linear_schedule_with_warmup
 
+    device = as_device(device)
     torch.manual_seed(seed)
     torch.set_num_threads(train_threads())
     rng = np.random.default_rng(seed)
     steps_per_epoch = math.ceil(len(train) / settings.batch_size)
     total = steps_per_epoch * settings.max_epochs
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
     schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
-    labels_t = torch.from_numpy(train_labels)
+    labels_t = to_device(train_labels, device)
     best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
     start = time.perf_counter()
     epoch = 0
     bar = tqdm(total=settings.max_epochs, desc=progress, unit="epoch", leave=False, file=sys.stderr,
                disable=None if progress else True, dynamic_ncols=True)
-    for epoch in range(1, settings.max_epochs + 1):
-        model.train()
-        for index in bucketed_batches(train, settings.batch_size, rng):
-            ids, mask = pad_batch(train, index, pad_id)
-            with training_step():  # waits while a study on this machine is timing an artifact
-                logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
-                step(loss_fn(logits, labels_t[index], index), model, optimizer, schedule, f"epoch {epoch}")
-        f1 = macro_f1(validation_labels, torch_logits(model, validation, pad_id).argmax(axis=1))
-        bar.update(1)
-        bar.set_postfix(val_f1=f"{f1:.4f}")
-        if on_epoch is not None:
-            on_epoch(epoch, f1)
-        if f1 > best_f1:
-            best_f1, best_epoch, stale = f1, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
+    try:
+        for epoch in range(1, settings.max_epochs + 1):
+            model.train()
+            for index in bucketed_batches(train, settings.batch_size, rng):
+                with training_step():  # waits while a study on this machine is timing an artifact
+                    logits = forward(model, train, index, pad_id, device)
+                    step(loss_fn(logits, labels_t[to_device(index, device)], index), model, optimizer, schedule,
+                         f"epoch {epoch}")
+            f1 = macro_f1(validation_labels, torch_logits(model, validation, pad_id).argmax(axis=1))
+            bar.update(1)
+            bar.set_postfix(val_f1=f"{f1:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch, f1)
+            if f1 > best_f1:
+                best_f1, best_epoch, stale = f1, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+    finally:
+        bar.close()
+        model.to("cpu").eval()  # saved, pruned, quantized, exported and timed on the CPU
     return TrainResult(best_f1, best_epoch, epoch, time.perf_counter() - start)

@@ -18,6 +18,7 @@ from objectives.measure import machine_facts
 from objectives.trial import check_space, objective, servable_space
 from search_spaces import load_space
 from study.core.config import StudyConfig, study_split
+from study.core.devices import device_facts, worker_device
 from objectives.context import TrialContext
 from study.core.errors import UserError, space_errors
 from study.core.models import ModelSpec, build_model, check_loadable, load_label_map, resolve_model
@@ -150,10 +151,11 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
         f"{smallest}; KD (T, lambda) per teacher {kd}; pruning {ab.prune_kind} {ab.prune_ratio}; "
         f"quantization {ab.quant_scheme}")
 
+    device = worker_device(cfg.device)
     experiment_id = tracker.experiment(cfg.study_name)
     parent = tracker.create_run(experiment_id, f"{cfg.study_name} ablation", tags={
         "role": "ablation_study", "teachers": ",".join(ab.teachers), "students": ",".join(ab.students),
-        **{f"machine.{k}": v for k, v in machine_facts().items()}})
+        **device_facts(device), **{f"machine.{k}": v for k, v in machine_facts().items()}})
     rows: list[dict] = []
     predictions: dict[tuple, np.ndarray] = {}
     status = "FAILED"
@@ -163,14 +165,16 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
             seed = cfg.seed + repeat
             split = study_split(corpus, cfg, seed)
             facts = MappingProxyType(split.facts(corpus))
+            row_facts = {**facts, **device_facts(device)}  # every row's params: its data and where it trained
             tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
             baseline = run_baseline(split, cfg.measure, seed)
-            rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, "baseline", "TF-IDF+LR", None,
-                                 {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
-                                  **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}, {}))
+            baseline_metrics = {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
+                                **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}
+            rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, repeat, seed, "baseline",
+                                 "TF-IDF+LR", None, baseline_metrics, {}))
             for tspec in teachers:
                 teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
-                                          progress=not cfg.quiet, plan=plans[tspec.name])
+                                          progress=not cfg.quiet, plan=plans[tspec.name], device=device)
                 # every row timed from its bundle in a separate process, paired with this fp32 teacher; Δ F1
                 # against the teacher the students learn from (with its TF-IDF member, if it has one)
                 ref, timer = measure_reference(teacher, split, cfg, workdir / f"reference-{tspec.name}-{repeat}")
@@ -188,7 +192,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                                            student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
                                            measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
                                            show_progress=not cfg.quiet, teacher_test_predictions=ref.test_predictions,
-                                           timer=timer)
+                                           timer=timer, device=device)
                         began = time.perf_counter()
                         outcome = objective(optuna.trial.FixedTrial({}), ctx)
                         shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
@@ -197,9 +201,9 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                         metrics["compression_ratio"] = ref.metrics["teacher_size_mb"] / metrics["size_mb"]
                         metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
                         metrics["teacher_macro_f1"] = teacher_f1
-                        rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, cell.technique,
-                                             cell.model, cell, metrics, outcome.params, {"teacher_finetuned_here":
-                                             str(teacher.finetuned_here).lower()}))
+                        rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, repeat, seed,
+                                             cell.technique, cell.model, cell, metrics, outcome.params,
+                                             {"teacher_finetuned_here": str(teacher.finetuned_here).lower()}))
                         predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
                         say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
                             f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "

@@ -18,6 +18,7 @@ from objectives.timing import PairedTimer
 from objectives.trial import DIRECTIONS, OBJECTIVES, TrialOutcome, objective
 from study.core.budgets import BUDGETS_ATTR, Budgets
 from study.core.config import StudyConfig
+from study.core.devices import device_facts
 from objectives.context import TrialContext
 from study.reporting.progress import TrialProgress, say
 from study.reporting.front import completed
@@ -54,7 +55,8 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path, ref: Reference,
-                  timer: PairedTimer) -> list[TrialContext]:
+                  timer: PairedTimer, device: str = "cpu") -> list[TrialContext]:
+    """One context per student; ``device``: where this worker distils (study.core.devices.worker_device)."""
     needs_scratch = any(s.from_scratch for s in prep.students)
     tokenizer_dir = scratch_tokenizer(prep.split, prep.cfg.cache_dir) if needs_scratch else None
     facts = MappingProxyType(prep.split.facts(prep.corpus))
@@ -62,7 +64,7 @@ def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path, ref:
                          teacher=teacher, student=student, scratch_tokenizer_dir=tokenizer_dir, space=prep.space,
                          train=prep.cfg.train, measure=prep.cfg.measure, seed=prep.cfg.seed, workdir=workdir,
                          data_facts=facts, show_progress=not prep.cfg.quiet and prep.cfg.workers == 1,
-                         timer=timer, teacher_test_predictions=ref.test_predictions)
+                         timer=timer, teacher_test_predictions=ref.test_predictions, device=device)
             for student in prep.students]
 
 
@@ -71,7 +73,7 @@ def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
             "sampler": cfg.sampler, "quick": str(cfg.quick), "search_space": ctx.space.source,
             "threads": str(cfg.measure.threads), "teacher_baseline_kd": str(ctx.teacher.kd_from_baseline),
             "teacher_tfidf_weight": str(ctx.teacher.tfidf_weight),
-            **ctx.data_facts}
+            **device_facts(ctx.device), **ctx.data_facts}
 
 
 def counts(study: optuna.Study) -> tuple[int, int]:

@@ -12,6 +12,7 @@ import optuna
 
 from objectives.context import TrialContext
 from study.core.config import StudyConfig
+from study.core.devices import device_facts, worker_device
 from study.core.errors import UserError
 from study.reporting.progress import say
 from study.reporting.report import publish
@@ -35,15 +36,17 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     """
     prep = prepare(cfg)
     announce_inputs(prep)
+    device = worker_device(cfg.device)  # this process is worker 0
+    announce_device(device, cfg.workers)
     teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=say,
-                              progress=not cfg.quiet, plan=prep.teacher_plan)
+                              progress=not cfg.quiet, plan=prep.teacher_plan, device=device)
     workdir = Path(tempfile.mkdtemp(prefix="study-trials-"))
     timer = None
     try:
         ref, timer = measure_reference(teacher, prep.split, cfg, workdir)
         announce_teacher(prep.teacher.name, teacher.tfidf_weight, ref.metrics, cfg)
         add_baseline(ref.metrics, prep.split, cfg)
-        contexts = pair_contexts(prep, teacher, workdir, ref, timer)
+        contexts = pair_contexts(prep, teacher, workdir, ref, timer, device)
         opened = [open_pair_study(prep, ctx, ref.metrics) for ctx in contexts]
         run_pairs(prep, contexts, opened, ref)
         publish(cfg.study_name, [study for study, _ in opened], prep.tracker, log=say)
@@ -66,6 +69,16 @@ def announce_inputs(prep: Prepared) -> None:
         say(f"[space] quant_scheme {scheme} dropped from the search space: {why}")
     for line in prep.notes:
         say(line)
+
+
+def announce_device(device: str, workers: int) -> None:
+    """One line on where training runs (and that timing stays on the CPU)."""
+    facts = device_facts(device)
+    more = ""
+    if workers > 1 and device.startswith("cuda"):
+        more = f"; with {workers} workers, worker i on visible GPU i mod their count"
+    say(f"[device] training and teacher logits on {device} ({facts['train_device_name']}, "
+        f"{facts['train_precision']}){more}; pruning, quantization, export and timing on the CPU")
 
 
 def run_pairs(prep: Prepared, contexts: list[TrialContext], opened: list, ref: Reference) -> None:
