@@ -22,7 +22,7 @@ from objectives.context import TrialContext
 from study.core.errors import UserError, space_errors
 from study.core.models import ModelSpec, build_model, check_loadable, resolve_model
 from study.reporting.progress import say
-from study.orchestration.prepare import resolve_data
+from study.orchestration.prepare import data_lines, resolve_data
 from study.orchestration.reference import measure_reference
 from study.reporting.stores import check_reachable
 from study.core.teacher import prepare_teacher, scratch_tokenizer
@@ -125,6 +125,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
         check_loadable(spec)
     corpus = resolve_data(cfg)
     base_split = study_split(corpus, cfg)
+    for line in data_lines(corpus, base_split):
+        say(line)
     if ab.reference is not None and not ab.reference.exists():
         raise UserError(f"--reference {ab.reference} does not exist")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
@@ -160,10 +162,11 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
             seed = cfg.seed + repeat
             split = study_split(corpus, cfg, seed)
             facts = MappingProxyType(split.facts(corpus))
+            inputs = split.inputs(corpus)
             tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
             baseline = run_baseline(split, cfg.measure, seed)
-            rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, "baseline", "TF-IDF+LR", None,
-                                 {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
+            rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, inputs, repeat, seed, "baseline",
+                                 "TF-IDF+LR", None, {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
                                   **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}, {}))
             for tspec in teachers:
                 teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
@@ -194,8 +197,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                         metrics["compression_ratio"] = ref.metrics["teacher_size_mb"] / metrics["size_mb"]
                         metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
                         metrics["teacher_macro_f1"] = teacher_f1
-                        rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, repeat, seed, cell.technique,
-                                             cell.model, cell, metrics, outcome.params))
+                        rows.append(_log_row(tracker, experiment_id, parent, cfg, facts, inputs, repeat, seed,
+                                             cell.technique, cell.model, cell, metrics, outcome.params))
                         predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
                         say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
                             f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
@@ -218,8 +221,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     return rows
 
 
-def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, repeat: int, seed: int,
-             technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict) -> dict:
+def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, inputs, repeat: int,
+             seed: int, technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict) -> dict:
     """One finished MLflow run per grid row (tags role=ablation, technique=...)."""
     teacher = cell.teacher if cell else ""
     run_params = {"teacher": teacher, "student": (cell.student or "") if cell else "", "technique": technique,
@@ -229,6 +232,6 @@ def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig
             run_params[key] = params[key]
     run_id = tracker.record_run(experiment_id, parent, f"{teacher or 'baseline'} {technique} {model} r{repeat}",
                                 tags={"role": "ablation", "technique": technique, "teacher": teacher, "model": model,
-                                      "repeat": str(repeat)}, params=run_params, metrics=metrics)
+                                      "repeat": str(repeat)}, params=run_params, metrics=metrics, inputs=inputs)
     return {"repeat": repeat, "seed": seed, "teacher": teacher, "technique": technique, "model": model,
             "student": (cell.student or "") if cell else "", "run_id": run_id, **metrics}
