@@ -37,8 +37,8 @@ def load_saved(path: Path) -> Any:
     import datasets
 
     if not is_saved_dataset(path):
-        raise UserError(f"data folder {path} was not written by Dataset.save_to_disk or DatasetDict.save_to_disk "
-                        f"(it has no {' or '.join(SAVED_MARKERS)}); pass a data file, such a folder or a hub id")
+        raise UserError(f"data path {path} is not a file, nor a folder written by Dataset.save_to_disk or "
+                        f"DatasetDict.save_to_disk (it has no {' or '.join(SAVED_MARKERS)})")
     try:
         return datasets.load_from_disk(str(path))
     except Exception as exc:  # a damaged or foreign folder: datasets raises several types

@@ -53,6 +53,10 @@ class _Opened:
     single: Table | None = None
     splits: Mapping[str, Any] | None = None  # split name -> datasets.Dataset
 
+    @property
+    def label(self) -> str:
+        return f"{'dataset' if self.kind == 'hub' else 'dataset folder'} {self.name}"
+
     def table(self, split: str) -> Table:
         return dataset_table(self.splits[split], self.name, self.kind, self.config, split)
 
@@ -60,8 +64,7 @@ class _Opened:
 def dataset_table(dataset: Any, name: str, kind: str, config: str | None, split: str | None) -> Table:
     """One ``datasets.Dataset`` as a table (rows are numbered from 0 in messages, as datasets index them)."""
     frame, class_labels = hfdata.dataset_frame(dataset)
-    label = "dataset" if kind == "hub" else "dataset folder"
-    where = f"{label} {name}" + (f" split {split!r}" if split else "")
+    where = f"{'dataset' if kind == 'hub' else 'dataset folder'} {name}" + (f" split {split!r}" if split else "")
     return Table(frame, Origin(name, kind, hfdata.frame_sha256(frame), config, split), where=where,
                  class_labels=class_labels, first_row=0)
 
@@ -96,14 +99,14 @@ def _train_split(spec: DataSpec, opened: _Opened) -> str | None:
     names = ", ".join(map(repr, opened.splits))
     if spec.split is not None:
         if spec.split not in opened.splits:
-            raise UserError(f"--data-split {spec.split!r}: dataset {opened.name} has no such split; its splits "
+            raise UserError(f"--data-split {spec.split!r}: {opened.label} has no such split; its splits "
                             f"are {names}")
         return spec.split
     if "train" in opened.splits:
         return "train"
     if len(opened.splits) == 1:
         return next(iter(opened.splits))
-    raise UserError(f"dataset {opened.name} has no 'train' split; name the one to train on with --data-split "
+    raise UserError(f"{opened.label} has no 'train' split; name the one to train on with --data-split "
                     f"(its splits are {names})")
 
 
@@ -116,7 +119,7 @@ def _given_part(part: str, value: str, opened: _Opened, train: str | None) -> tu
             raise UserError(f"{flag} {value!r} is the split trained on; name another split or file")
         return opened.table(value), value
     if opened.splits is not None and not Path(value).exists():
-        raise UserError(f"{flag} {value!r}: dataset {opened.name} has no split of that name (its splits are "
+        raise UserError(f"{flag} {value!r}: {opened.label} has no split of that name (its splits are "
                         f"{', '.join(map(repr, opened.splits))}) and there is no such file")
     other = open_source(value, None, flag)
     if other.single is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -170,8 +171,10 @@ class Tracker:
         key = (part.origin.source, part.digest, part.origin.name)
         if key not in self._datasets:
             frame = pd.DataFrame({"text": list(part.texts), "label": list(part.labels)})
-            dataset = mlflow.data.from_pandas(frame, source=dataset_source(part.origin), targets="label",
-                                              name=part.origin.name, digest=part.digest[:DIGEST_CHARS])
+            with warnings.catch_warnings():  # MLflow registers its local source for "" and "file:" and says so
+                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+                dataset = mlflow.data.from_pandas(frame, source=dataset_source(part.origin), targets="label",
+                                                  name=part.origin.name, digest=part.digest[:DIGEST_CHARS])
             self._datasets[key] = dataset._to_mlflow_entity()
         return self._datasets[key]
 
