@@ -278,3 +278,44 @@ def test_a_resumed_study_refuses_other_parts(tmp_path):
         prepare(cfg, quiet=True)
     study.set_user_attr("data_sha256", load_data(cfg.data_spec).sha256)
     assert prepare(cfg, quiet=True).split.given == ("test",)
+
+
+@pytest.mark.slow
+def test_a_quick_study_runs_on_a_saved_dataset_dict_with_its_own_parts(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from study.core.demo import demo_corpus
+
+    demo = demo_corpus()  # already clean: every text once, so each part keeps exactly its rows
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(demo.label_names))})
+    sizes = {"train": 450, "validation": 120, "test": 150}
+    parts, start = {}, 0
+    for part, n in sizes.items():
+        parts[part] = Dataset.from_dict({"text": list(demo.texts[start:start + n]),
+                                         "label": demo.labels[start:start + n].tolist()}, features=features)
+        start += n
+    folder = tmp_path / "demo-dict"
+    DatasetDict(parts).save_to_disk(str(folder))
+    storage, tracking = f"sqlite:///{tmp_path}/optuna.db", f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["--objective", "pareto", "--quick", "--n-trials", "1", "--study-name", "dd", "--data", str(folder),
+                 "--teacher", "scratch-mini", "--students", "scratch-tiny", "--storage", storage,
+                 "--tracking-uri", tracking, "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("dd").experiment_id
+    (trial,) = client.search_runs([experiment], "tags.role = 'trial'")
+    (parent,) = client.search_runs([experiment], "tags.role = 'study'")
+    params = trial.data.params
+    assert (params["split_train"], params["split_validation"], params["split_test"]) == ("450", "120", "150")
+    assert (params["split_given"], params["data_split"], params["data_test"]) == ("validation,test", "train", "test")
+    counts = json.loads(params["data_class_counts"])
+    assert list(counts) == list(demo.label_names) and sum(counts.values()) == sum(sizes.values())
+    assert params["data_overlap_test_train"] == "0" and params["data_source"] == str(folder)
+    for run in (trial, parent):
+        inputs = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+        assert sorted(inputs) == ["test", "training", "validation"]
+        for context, part in (("training", "train"), ("validation", "validation"), ("test", "test")):
+            assert inputs[context].digest == params[f"split_{part}_sha256"][:36]
+            assert inputs[context].name == "demo-dict"
+            assert json.loads(inputs[context].profile)["num_rows"] == sizes[part]
+    study = optuna.load_study(study_name="dd.scratch-mini.scratch-tiny", storage=storage)
+    assert study.user_attrs["data_sha256"] == params["data_sha256"] == load_data(DataSpec(source=str(folder))).sha256
