@@ -62,6 +62,14 @@ def test_a_saved_dataset_dict_gives_its_own_parts_and_classlabel_names(tmp_path)
     assert again.sha256 == corpus.sha256 and len(corpus.sha256) == 64
 
 
+def test_a_split_named_for_one_part_is_not_another_parts_own(tmp_path):
+    corpus = load_data(DataSpec(source=_saved_dict(tmp_path), test="validation"))
+    assert dict(corpus.flags) == {"data_split": "train", "data_test": "validation"}
+    split = split_corpus(corpus, seed=0)
+    assert split.given == ("test",) and all(t.startswith("validation ") for t in split.test.texts)
+    assert all(t.startswith("train ") for t in split.validation.texts)  # carved: the dataset's test split unused
+
+
 def test_a_quick_study_caps_only_the_training_part_of_given_parts(tmp_path):
     corpus = load_data(DataSpec(source=_saved_dict(tmp_path)))
     cfg = StudyConfig(data=str(tmp_path / "dd"), train=TrainSettings(max_train_examples=12))

@@ -137,12 +137,12 @@ def _labelled(table: Table, label_col: str | None) -> bool:
     return bool(table.frame[column].str.strip().ne("").any())
 
 
-def _own_part(part: str, opened: _Opened, train: str | None,
+def _own_part(part: str, opened: _Opened, taken: set[str],
               label_col: str | None) -> tuple[tuple[Table, str] | None, str | None]:
-    """A dataset's own validation/test split besides the training split, if it has one with labels; else a
-    note when it has one without (hidden test labels), for the part is then carved here."""
+    """A dataset's own validation/test split (not one already ``taken`` by another part), if it has one with
+    labels; else a note when it has one without (hidden test labels), for the part is then carved here."""
     for name in OWN_SPLITS[part] if opened.splits is not None else ():
-        if name in opened.splits and name != train:
+        if name in opened.splits and name not in taken:
             table = opened.table(name)
             if _labelled(table, label_col):
                 return (table, name), None
@@ -159,12 +159,13 @@ def resolve_tables(spec: DataSpec) -> tuple[dict[str, Table], dict[str, str], tu
     tables = {"train": opened.single if train is None else opened.table(train)}
     flags = {"data_config": spec.config, "data_split": train}
     notes = []
+    taken = {train, spec.validation, spec.test}  # a split named for one part is no other part's own split
     for part in ("validation", "test"):
         value = getattr(spec, part)
         if value is not None:
             found = _given_part(part, value, opened, train)
         else:
-            found, note = _own_part(part, opened, train, spec.label_col)
+            found, note = _own_part(part, opened, taken, spec.label_col)
             notes += [note] if note else []
         if found is not None:
             tables[part], flags[f"data_{part}"] = found
