@@ -59,7 +59,8 @@ def load_hub(name: str, config: str | None) -> Any:
         raise UserError(f"{what} is not in the local Hugging Face cache and the hub cannot be reached "
                         f"({'HF_HUB_OFFLINE is set' if offline else exc}): loading it needs the network once. "
                         "Run once with network access (and HF_HUB_OFFLINE unset) to fill the cache, or pass a "
-                        "folder written by save_to_disk or a data file") from None
+                        f"folder written by save_to_disk or a data file (there is no local file or folder {name} "
+                        "either)") from None
     except DatasetNotFoundError as exc:
         raise UserError(f"{what} was not found on the hub ({exc}); check the id, or log in "
                         "(`hf auth login`) for a private or gated dataset") from None
