@@ -11,8 +11,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from study.core.config import DEFAULT_TEACHER, StudyConfig, quick_overrides, study_split
-from study.core.data import Corpus, DataSplit, load_corpus
-from study.core.demo import demo_corpus
+from study.core.data import Corpus, DataSplit
+from study.core.sources import DataSpec, load_data
 from study.core.errors import EXIT_USER_ERROR, UserError
 
 
@@ -20,7 +20,8 @@ def benchmark_parser(prog: str, doc: str,
                      quick_help: str = "the study's --quick training and timing settings") -> argparse.ArgumentParser:
     """A benchmark's parser with the flags every benchmark has (its description: ``doc`` after the first colon)."""
     p = argparse.ArgumentParser(prog=prog, description=doc.split(":", 1)[1].strip())
-    p.add_argument("--data", type=Path, default=None, help="corpus (default: $STUDY_DATA, else the synthetic demo)")
+    p.add_argument("--data", type=Path, default=None, help="corpus: a data file, a save_to_disk folder or a hub id "
+                                                          "(default: $STUDY_DATA, else the synthetic demo)")
     p.add_argument("--quick", action="store_true", help=quick_help)
     p.add_argument("--json-out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--teacher", default=DEFAULT_TEACHER, help=f"teacher model (default: {DEFAULT_TEACHER})")
@@ -43,7 +44,7 @@ def study_config(args: argparse.Namespace, quick: bool | None = None, **fields) 
 
 def load_split(cfg: StudyConfig, data: Path | None) -> tuple[Corpus, DataSplit]:
     """The study's split of ``data`` (or of the demo corpus), training part limited as ``cfg`` says."""
-    corpus = load_corpus(data) if data else demo_corpus()
+    corpus = load_data(DataSpec(source=None if data is None else str(data)))
     return corpus, study_split(corpus, cfg)
 
 

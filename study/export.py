@@ -77,20 +77,23 @@ def choose_trials(study: optuna.Study, which: str, budgets: Budgets = Budgets())
 
 
 def remeasure(bundle: Bundle, params: dict[str, str], data_override: Path | None) -> float | None:
-    """Macro-F1 of the bundle on the run's own test split, if that data can be found (same sha256)."""
-    from study.core.data import load_corpus, split_corpus
-    from study.core.demo import DEMO_SOURCE, demo_corpus
+    """Macro-F1 of the bundle on the run's own test split, if that data can be read again (same sha256)."""
+    from study.core.data import split_corpus
+    from study.core.demo import DEMO_SOURCE
+    from study.core.sources import DataSpec, load_data
     from study.core.training import macro_f1
 
-    source = params.get("data_source", "")
-    if data_override is not None:
-        corpus = load_corpus(data_override, text_col=params.get("data_text_col"), label_col=params.get("data_label_col"))
-    elif source == DEMO_SOURCE:
-        corpus = demo_corpus()
-    elif source and Path(source).exists():
-        corpus = load_corpus(Path(source), text_col=params.get("data_text_col"), label_col=params.get("data_label_col"))
-    else:
+    spec = DataSpec.from_params(params, source=None if data_override is None else str(data_override))
+    if spec.source == DEMO_SOURCE:
+        spec = DataSpec()
+    elif not spec.source:
         return None
+    try:
+        corpus = load_data(spec)
+    except UserError:
+        if data_override is not None:
+            raise
+        return None  # moved, deleted, or a hub dataset out of reach: the card says it was not re-measured
     if corpus.sha256 != params.get("data_sha256"):
         return None
     split = split_corpus(corpus, seed=int(params["split_seed"]), test_size=float(params["split_test_size"]),
@@ -286,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
                             "points below the teacher), knee (see the README)")
     p.add_argument("--out", type=Path, default=Path("exported"), help="folder for the bundles")
     p.add_argument("--data", type=Path, default=None,
-                   help="the study's data file, if it moved (used to re-measure macro-F1; sha256 must match)")
+                   help="the study's --data (file or saved dataset folder), if it moved (used to re-measure "
+                        "macro-F1; sha256 must match); given validation/test parts are read from where the run "
+                        "recorded them")
     p.add_argument("--no-register", action="store_true", help="write bundles only, no Model Registry versions")
     add_budget_flags(p)
     args = p.parse_args(argv)

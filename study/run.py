@@ -43,9 +43,21 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--prune-kind", default="l1_unstructured", help="pruning kind of the prune rows")
     ab.add_argument("--prune-ratio", type=float, default=0.5, help="pruning ratio of the prune rows (paper: 0.5)")
     ab.add_argument("--quant-scheme", default="onnx_static_int8", help="scheme of the quant rows (paper: static int8)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="labelled corpus (.xlsx/.csv/.tsv/.jsonl); default: $STUDY_DATA, else a small synthetic "
-                        "demo corpus")
+    p.add_argument("--data", default=None,
+                   help="labelled corpus: a file (.xlsx/.csv/.tsv/.jsonl/.parquet), a folder written by "
+                        "Dataset/DatasetDict.save_to_disk, or a Hugging Face dataset id (org/name; offline, its "
+                        "local cache); default: $STUDY_DATA, else a small synthetic demo corpus (docs/data.md)")
+    p.add_argument("--data-config", default=None, help="the config of a hub dataset --data")
+    p.add_argument("--data-split", default=None,
+                   help="the split of a --data dataset to train on (default: train, or its only split)")
+    p.add_argument("--validation-data", default=None,
+                   help="the validation part: a file (or a saved Dataset folder) or a split of the --data dataset; "
+                        "default: the dataset's own validation split, else carved from the training part "
+                        "(--validation-size)")
+    p.add_argument("--test-data", default=None,
+                   help="the test part: a file (or a saved Dataset folder) or a split of the --data dataset; default: "
+                        "the dataset's own labelled test split, else carved from the training part (30%%); training "
+                        "texts that are also validation or test texts are dropped from training and counted")
     p.add_argument("--text-col", default=None, help="text column (default: found by name, e.g. 'text')")
     p.add_argument("--label-col", default=None, help="label column (default: found by name, e.g. 'classes')")
     p.add_argument("--teacher", default=DEFAULT_TEACHER,
@@ -128,8 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> StudyConfig:
     given = args.students is not None
     students = tuple(s.strip() for s in args.students.split(",") if s.strip()) if given else DEFAULT_STUDENTS
-    data = args.data or (Path(os.environ["STUDY_DATA"]) if os.environ.get("STUDY_DATA") else None)
+    data = args.data or os.environ.get("STUDY_DATA") or None
     cfg = StudyConfig(objective=args.objective, data=data, text_col=args.text_col, label_col=args.label_col,
+                      data_config=args.data_config, data_split=args.data_split,
+                      validation_data=args.validation_data, test_data=args.test_data,
                       teacher=args.teacher, teacher_finetune=args.teacher_finetune, label_map=args.label_map,
                       students=students, n_trials=args.n_trials, timeout=args.timeout,
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,

@@ -67,6 +67,10 @@ def test_every_row_is_a_finished_run_under_one_parent(ablation):
                                  "distil+prune", "distil+quant", "distil+prune+quant"])
     smallest = {r.data.tags["model"] for r in rows if r.data.tags["technique"].startswith("distil+")}
     assert smallest == {"scratch-tiny"}
+    for r in rows:  # every row names the data parts it used (the runs table's Dataset column)
+        assert sorted(i.tags[0].value for i in r.inputs.dataset_inputs) == ["test", "training", "validation"]
+        digests = {i.tags[0].value: i.dataset.digest for i in r.inputs.dataset_inputs}
+        assert digests["test"] == r.data.params["split_test_sha256"][:36]
 
 
 @pytest.mark.slow

@@ -103,8 +103,11 @@ def test_bad_content_is_a_user_error(tmp_path, rows, message):
 def test_bad_files_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_corpus(tmp_path / "missing.csv")
+    (tmp_path / "d.feather").write_bytes(b"x")
+    with pytest.raises(UserError, match="unsupported format '.feather'.*parquet"):
+        load_corpus(tmp_path / "d.feather")
     (tmp_path / "d.parquet").write_bytes(b"x")
-    with pytest.raises(UserError, match="unsupported format"):
+    with pytest.raises(UserError, match="d.parquet could not be read as .parquet"):
         load_corpus(tmp_path / "d.parquet")
     bad = tmp_path / "latin1.csv"
     bad.write_bytes("text,classes\ncaf\xe9,joy\n".encode("latin-1"))

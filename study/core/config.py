@@ -12,6 +12,7 @@ from study.core.budgets import Budgets
 from study.core.data import Corpus, DataSplit, limit_part, split_corpus
 from study.core.devices import DEVICES
 from study.core.errors import UserError
+from study.core.sources import DataSpec
 
 KEEP_MODELS = ("pareto", "all", "none")  # which trials keep their model bundle in MLflow (--keep-models)
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
@@ -79,9 +80,13 @@ class StudyConfig:
     """Everything one invocation of ``python -m study.run`` needs, resolved once."""
 
     objective: str = "pareto"
-    data: Path | None = None
+    data: Path | str | None = None  # a data file, a save_to_disk folder or a hub dataset id (see study.core.sources)
     text_col: str | None = None
     label_col: str | None = None
+    data_config: str | None = None  # the hub dataset's config
+    data_split: str | None = None  # the dataset split trained on
+    validation_data: str | None = None  # a given validation part: a file, or a split of the --data dataset
+    test_data: str | None = None  # a given test part, the same way
     teacher: str = DEFAULT_TEACHER
     teacher_finetune: str = "auto"  # one of TEACHER_FINETUNE
     label_map: Path | None = None  # --label-map: {checkpoint label: corpus label} of a fine-tuned teacher's head
@@ -143,6 +148,13 @@ class StudyConfig:
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 
+    @property
+    def data_spec(self) -> DataSpec:
+        """The data flags, to be read by ``study.core.sources.load_data``."""
+        return DataSpec(source=None if self.data is None else str(self.data), config=self.data_config,
+                        split=self.data_split, validation=self.validation_data, test=self.test_data,
+                        text_col=self.text_col, label_col=self.label_col)
+
 
 def quick_overrides(cfg: StudyConfig) -> StudyConfig:
     """Shrink training and measurement so a few-trial study runs in minutes on 2 CPU cores."""
@@ -169,8 +181,8 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
 
 
 def study_split(corpus: Corpus, cfg: StudyConfig, seed: int | None = None) -> DataSplit:
-    """The one split of a study: train/validation/test drawn with ``seed`` (the study's by default), the
-    training part limited to ``cfg.train.max_train_examples``."""
+    """The one split of a study: the parts given with the data as they are, the others drawn with ``seed``
+    (the study's by default); the training part limited to ``cfg.train.max_train_examples``."""
     seed = cfg.seed if seed is None else seed
     split = split_corpus(corpus, seed=seed, test_size=cfg.test_size, validation_size=cfg.validation_size)
     return replace(split, train=limit_part(split.train, cfg.train.max_train_examples, seed))

@@ -23,7 +23,7 @@ from objectives.context import TrialContext
 from study.core.errors import UserError, space_errors
 from study.core.models import ModelSpec, build_model, check_loadable, load_label_map, resolve_model
 from study.reporting.progress import say
-from study.orchestration.prepare import resolve_data
+from study.orchestration.prepare import data_lines, resolve_data
 from study.orchestration.reference import measure_reference
 from study.reporting.stores import check_reachable
 from study.core.teacher import plan_teacher, prepare_teacher, scratch_tokenizer
@@ -126,6 +126,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
         check_loadable(spec)
     corpus = resolve_data(cfg)
     base_split = study_split(corpus, cfg)
+    for line in data_lines(corpus, base_split):
+        say(line)
     label_map = load_label_map(cfg.label_map) if cfg.label_map else None  # for the checkpoint teachers
     plans = {t.name: plan_teacher(t, corpus.label_names, cfg.teacher_finetune, None if t.from_scratch else label_map)
              for t in teachers}
@@ -166,11 +168,12 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
             split = study_split(corpus, cfg, seed)
             facts = MappingProxyType(split.facts(corpus))
             row_facts = {**facts, **device_facts(device)}  # every row's params: its data and where it trained
+            inputs = split.inputs(corpus)
             tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
             baseline = run_baseline(split, cfg.measure, seed)
             baseline_metrics = {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
                                 **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}
-            rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, repeat, seed, "baseline",
+            rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, inputs, repeat, seed, "baseline",
                                  "TF-IDF+LR", None, baseline_metrics, {}))
             for tspec in teachers:
                 teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
@@ -201,7 +204,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                         metrics["compression_ratio"] = ref.metrics["teacher_size_mb"] / metrics["size_mb"]
                         metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
                         metrics["teacher_macro_f1"] = teacher_f1
-                        rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, repeat, seed,
+                        rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, inputs, repeat, seed,
                                              cell.technique, cell.model, cell, metrics, outcome.params,
                                              {"teacher_finetuned_here": str(teacher.finetuned_here).lower()}))
                         predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
@@ -226,8 +229,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     return rows
 
 
-def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, repeat: int, seed: int,
-             technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict,
+def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, inputs, repeat: int,
+             seed: int, technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict,
              tags: dict[str, str] | None = None) -> dict:
     """One finished MLflow run per grid row (tags role=ablation, technique=...)."""
     teacher = cell.teacher if cell else ""
@@ -238,6 +241,7 @@ def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig
             run_params[key] = params[key]
     run_id = tracker.record_run(experiment_id, parent, f"{teacher or 'baseline'} {technique} {model} r{repeat}",
                                 tags={"role": "ablation", "technique": technique, "teacher": teacher, "model": model,
-                                      "repeat": str(repeat), **(tags or {})}, params=run_params, metrics=metrics)
+                                      "repeat": str(repeat), **(tags or {})}, params=run_params, metrics=metrics,
+                                inputs=inputs)
     return {"repeat": repeat, "seed": seed, "teacher": teacher, "technique": technique, "model": model,
             "student": (cell.student or "") if cell else "", "run_id": run_id, **metrics}

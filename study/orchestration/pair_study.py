@@ -111,6 +111,8 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     models = dict(prep.pair_tags.get(ctx.student.name, {}))
     tags = {"teacher": ctx.teacher.name, "student": ctx.student.name, **machine, **models}
     parent = tracker.study_run(experiment_id, ctx.study_name, base, tags)
+    inputs = prep.split.inputs(prep.corpus)
+    tracker.log_inputs(parent, inputs)
     if "teacher_latency_ms" not in tracker.run_metrics(parent):  # a resumed study keeps its first reference;
         tracker.log_metrics(parent, reference)  # each trial's run logs the teacher timing it was compared with
     tracker.set_tags(parent, {**machine, **models})
@@ -120,7 +122,7 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
         if announce:
             say(f"[{ctx.study_name}] repaired: {line}")
     return study, TrialTracker(tracker, experiment_id, parent, ctx.study_name, base, tags, log=say,
-                               bundle_dir=ctx.trial_dir, keep_models=cfg.keep_models)
+                               bundle_dir=ctx.trial_dir, keep_models=cfg.keep_models, inputs=inputs)
 
 
 def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker: TrialTracker,

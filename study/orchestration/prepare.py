@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 
 import optuna
@@ -14,8 +13,8 @@ from objectives.measure import machine_facts
 from objectives.trial import DIRECTIONS, OBJECTIVES, check_space, servable_space
 from search_spaces import SearchSpace, load_space
 from study.core.config import StudyConfig, study_split
-from study.core.data import Corpus, DataSplit, load_corpus
-from study.core.demo import demo_corpus
+from study.core.data import Corpus, DataSplit
+from study.core.sources import load_data
 from study.core.errors import UserError, space_errors
 from study.reporting.progress import say
 from study.reporting.stores import check_reachable
@@ -50,17 +49,34 @@ def pair_study_name(cfg: StudyConfig, teacher: ModelSpec, student: ModelSpec) ->
 
 
 def resolve_data(cfg: StudyConfig, quiet: bool = False) -> Corpus:
-    path = cfg.data
-    if path is None and quiet:
-        return demo_corpus()
-    if path is None:
+    """The study's corpus: every part the data flags name, read and cleaned (the demo corpus without --data)."""
+    corpus = load_data(cfg.data_spec)
+    if cfg.data is None and not quiet:
         say("=" * 78)
         say("NOTE: no --data given (and STUDY_DATA is unset): running on the small built-in SYNTHETIC demo")
         say("      corpus. Its numbers say nothing about real data. To run on UBMEC instead:")
         say("      python -m study.run --objective pareto --data ../shared/data/ubmec/UBMEC.xlsx")
         say("=" * 78)
-        return demo_corpus()
-    return load_corpus(Path(path), text_col=cfg.text_col, label_col=cfg.label_col)
+    return corpus
+
+
+def data_lines(corpus: Corpus, split: DataSplit) -> list[str]:
+    """What the study runs on: rows read and dropped, each part's size and where it came from, the texts that
+    occurred in more than one given part (dropped from the later one), and what reading the data decided."""
+    lines = [f"[data] {corpus.source}: {corpus.rows_read} rows read, {corpus.duplicates_dropped} duplicates "
+             f"and {corpus.conflicting_dropped} rows of texts with conflicting labels dropped (after normalisation), "
+             f"{len(corpus.texts)} kept; split train {len(split.train)} / validation {len(split.validation)} / "
+             f"test {len(split.test)} (seed {split.seed})"]
+    if corpus.given:
+        where = {p: corpus.origin(p).describe() if p in corpus.given else "carved from the training part"
+                 for p in ("validation", "test")}
+        lines.append(f"[data] train: {corpus.origin('train').describe()}; validation: {where['validation']}; "
+                     f"test: {where['test']}")
+        ov = corpus.overlap
+        lines.append(f"[data] overlap of the given parts (same normalised text): {ov['test_train']} test and "
+                     f"{ov['validation_train']} validation texts dropped from the training part, "
+                     f"{ov['test_validation']} test texts dropped from the validation part")
+    return lines + [f"[data] {note}" for note in corpus.notes]
 
 
 def open_storage(url: str, tracker: Tracker, heartbeat_s: int) -> optuna.storages.BaseStorage:

@@ -23,7 +23,7 @@ from study.core.training import set_compute_threads
 from study.reporting.tracking import Tracker
 from study.orchestration.finish import finish_study
 from study.orchestration.pair_study import open_pair_study, pair_contexts, work
-from study.orchestration.prepare import Prepared, prepare
+from study.orchestration.prepare import Prepared, data_lines, prepare
 from study.orchestration.reference import Reference, add_baseline, announce_teacher, measure_reference
 from study.orchestration.workers import start_helpers
 
@@ -60,11 +60,8 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
 def announce_inputs(prep: Prepared) -> None:
     """One line on the data and its split, one per quantization scheme dropped from the space, and the lines on
     the teacher, the students' heads and their tokenizers."""
-    corpus, split = prep.corpus, prep.split
-    say(f"[data] {corpus.source}: {corpus.rows_read} rows read, {corpus.duplicates_dropped} duplicates "
-        f"and {corpus.conflicting_dropped} rows of texts with conflicting labels dropped (after normalisation), "
-        f"{len(corpus.texts)} kept; split train {len(split.train)} / validation "
-        f"{len(split.validation)} / test {len(split.test)} (seed {prep.cfg.seed})")
+    for line in data_lines(prep.corpus, prep.split):
+        say(line)
     for scheme, why in prep.dropped_schemes.items():
         say(f"[space] quant_scheme {scheme} dropped from the search space: {why}")
     for line in prep.notes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search_spaces import PARAMETERS
+from study.core.data import PartInput
 from study.reporting.tracking import RUN_ID_ATTR, Tracker
 
 TRIAL_PARAMS = tuple(PARAMETERS)  # the search space's parameter names, in its order
@@ -29,7 +30,8 @@ class TrialTracker:
 
     def __init__(self, tracker: Tracker, experiment_id: str, parent_run_id: str, study_name: str,
                  base_params: dict[str, str], base_tags: dict[str, str], log: Callable[[str], None] = print,
-                 bundle_dir: Callable[[int], Path] | None = None, keep_models: str = "pareto"):
+                 bundle_dir: Callable[[int], Path] | None = None, keep_models: str = "pareto",
+                 inputs: Sequence[PartInput] = ()):
         self.tracker = tracker
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -39,10 +41,12 @@ class TrialTracker:
         self.log = log
         self.bundle_dir = bundle_dir
         self.keep_models = keep_models
+        self.inputs = inputs  # the data parts every trial's run logs as MLflow dataset inputs
 
     def start(self, trial: optuna.Trial) -> str:
         run_id = self.tracker.start_trial(self.experiment_id, self.parent_run_id, self.study_name, trial.number,
                                           self.base_params, self.base_tags)
+        self.tracker.log_inputs(run_id, self.inputs)
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         return run_id
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from study.core.data import Origin, PartInput
 from study.core.errors import UserError
 
 ROLE = "role"
@@ -18,6 +21,7 @@ STUDY_TAG = "optuna.study_name"
 TRIAL_TAG = "optuna.trial_number"
 PARETO_TAG = "pareto"
 RUN_ID_ATTR = "mlflow_run_id"  # Optuna trial user attribute holding the trial's MLflow run id
+DIGEST_CHARS = 36  # MLflow keeps a dataset digest in 36 characters: the start of the part's sha256
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -51,6 +55,7 @@ class Tracker:
         ensure_sqlite_parent(tracking_uri)
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._datasets: dict[tuple[str, str, str], Any] = {}  # (source, digest, name) -> mlflow Dataset entity
 
     def check(self) -> None:
         """Reach the store once, so that a wrong URI fails before anything is created."""
@@ -123,10 +128,11 @@ class Tracker:
         return run.info.run_id
 
     def record_run(self, experiment_id: str, parent_id: str, name: str, *, tags: dict[str, str],
-                   params: dict[str, Any], metrics: dict[str, float]) -> str:
-        """A finished child run holding already-measured results (one ablation row)."""
+                   params: dict[str, Any], metrics: dict[str, float], inputs: Sequence[PartInput] = ()) -> str:
+        """A finished child run holding already-measured results (one ablation row) and the data parts it used."""
         run = self.client.create_run(experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: parent_id, **tags})
         self._log(run.info.run_id, params=params, metrics=metrics)
+        self.log_inputs(run.info.run_id, inputs)
         self.client.set_terminated(run.info.run_id, status="FINISHED")
         return run.info.run_id
 
@@ -145,6 +151,32 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self._log(run_id, tags=tags)
+
+    def log_inputs(self, run_id: str, inputs: Sequence[PartInput]) -> None:
+        """Each part of the split as an MLflow dataset input (name, digest, source, and its context: training,
+        validation or test), so the runs table's Dataset column shows it and ``dataset.name``,
+        ``dataset.digest`` and ``dataset.context`` filter on it."""
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        self.client.log_inputs(run_id, [
+            DatasetInput(self._dataset(part), tags=[InputTag(MLFLOW_DATASET_CONTEXT, part.context)])
+            for part in inputs])
+
+    def _dataset(self, part: PartInput):
+        """The part as an ``mlflow.entities.Dataset`` (built once per tracker: its schema is inferred)."""
+        import mlflow.data
+        import pandas as pd
+
+        key = (part.origin.source, part.digest, part.origin.name)
+        if key not in self._datasets:
+            frame = pd.DataFrame({"text": list(part.texts), "label": list(part.labels)})
+            with warnings.catch_warnings():  # MLflow registers its local source for "" and "file:" and says so
+                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+                dataset = mlflow.data.from_pandas(frame, source=dataset_source(part.origin), targets="label",
+                                                  name=part.origin.name, digest=part.digest[:DIGEST_CHARS])
+            self._datasets[key] = dataset._to_mlflow_entity()
+        return self._datasets[key]
 
     def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
         self._log(run_id, metrics=metrics)
@@ -195,6 +227,20 @@ class Tracker:
             metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
             params=[Param(k, str(v)) for k, v in (params or {}).items()],
             tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+
+
+def dataset_source(origin: Origin):
+    """The MLflow dataset source of a part's origin: a hub dataset (id, config, split), a local file or
+    folder, or the built-in demo corpus (code)."""
+    if origin.kind == "hub":
+        from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+        return HuggingFaceDatasetSource(path=origin.source, config_name=origin.config, split=origin.split)
+    if origin.kind == "demo":
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        return CodeDatasetSource({"description": origin.source})
+    return str(Path(origin.source).resolve())
 
 
 def experiment_location(tracking_uri: str, name: str) -> tuple[str, str] | None:
