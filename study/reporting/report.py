@@ -153,47 +153,17 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
     """
     import tempfile
 
-    from study.reporting.front import front_frame
-
     experiment_id = tracker.find_experiment(study_name)
     if experiment_id is None:
         from study.core.errors import UserError
 
         raise UserError(f"no MLflow experiment {study_name!r} in {tracker.uri}")
-    written = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp)
-        all_metrics: dict[str, float] = {}
-        for study in studies:
-            parent = tracker.find_study_run(experiment_id, study.study_name)
-            metrics = dict(parent.data.metrics) if parent else {}
-            all_metrics = all_metrics or metrics
-            if not completed(study):
-                continue
-            path = write_html(study_figures(study, metrics), folder / f"{study.study_name}.html",
-                              f"Study {study.study_name}",
-                              f"{len(completed(study))} completed trials. Reference points: the fp32 teacher and the "
-                              "TF-IDF + logistic-regression baseline, measured in the study's own run.")
-            written.append(path)
-            if parent:
-                tracker.log_artifact(parent.info.run_id, path, "report")
+        written, reference_metrics = _publish_pair_reports(studies, tracker, experiment_id, folder)
         merged = [s for s in studies if completed(s)]
         if merged:
-            path = write_html([("merged_front", merged_figure(merged, all_metrics))], folder / "merged_front.html",
-                              f"Merged front of {study_name}", "Every completed trial of every teacher/student pair; "
-                              "the merged Pareto front in full colour.")
-            csv = folder / "merged_front.csv"
-            budgets = Budgets.of_study(merged[0])
-            everything = [t for s in merged for t in completed(s)]
-            front = pareto_trials(everything, budgets=budgets)
-            front_frame(front).to_csv(csv, index=False)
-            picks = folder / "picks.md"
-            picks.write_text(picks_markdown(everything, budgets), encoding="utf-8")
-            log(picks.read_text(encoding="utf-8"))
-            files = [path, csv, picks]
-            if reference is not None:
-                files.append(_write_comparison(front, reference,
-                                               folder / "front_vs_reference.md"))
+            files = _write_merged_front(study_name, merged, reference_metrics, folder, log, reference)
             report_run = tracker.report_run(experiment_id, study_name)
             for path in files:
                 tracker.log_artifact(report_run, path)
@@ -202,6 +172,51 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
             for path in written:
                 log(f"[report] wrote {path}")
     return written
+
+
+def _publish_pair_reports(studies: Sequence[optuna.Study], tracker, experiment_id: str,
+                          folder: Path) -> tuple[list[Path], dict[str, float]]:
+    """Each pair study's figures as ``<study>.html``, logged to its parent run under ``report/``. Returns the
+    files and the reference metrics (teacher, baseline) of the first pair study whose parent run has any."""
+    written: list[Path] = []
+    all_metrics: dict[str, float] = {}
+    for study in studies:
+        parent = tracker.find_study_run(experiment_id, study.study_name)
+        metrics = dict(parent.data.metrics) if parent else {}
+        all_metrics = all_metrics or metrics
+        if not completed(study):
+            continue
+        path = write_html(study_figures(study, metrics), folder / f"{study.study_name}.html",
+                          f"Study {study.study_name}",
+                          f"{len(completed(study))} completed trials. Reference points: the fp32 teacher and the "
+                          "TF-IDF + logistic-regression baseline, measured in the study's own run.")
+        written.append(path)
+        if parent:
+            tracker.log_artifact(parent.info.run_id, path, "report")
+    return written, all_metrics
+
+
+def _write_merged_front(study_name: str, merged: Sequence[optuna.Study], metrics: dict[str, float], folder: Path,
+                        log, reference: Path | None) -> list[Path]:
+    """The merged front across pairs: its figure, its CSV, one pick per rule (also logged to the console) and,
+    with a ``reference`` table, the comparison with it."""
+    from study.reporting.front import front_frame
+
+    path = write_html([("merged_front", merged_figure(merged, metrics))], folder / "merged_front.html",
+                      f"Merged front of {study_name}", "Every completed trial of every teacher/student pair; "
+                      "the merged Pareto front in full colour.")
+    csv = folder / "merged_front.csv"
+    budgets = Budgets.of_study(merged[0])
+    everything = [t for s in merged for t in completed(s)]
+    front = pareto_trials(everything, budgets=budgets)
+    front_frame(front).to_csv(csv, index=False)
+    picks = folder / "picks.md"
+    picks.write_text(picks_markdown(everything, budgets), encoding="utf-8")
+    log(picks.read_text(encoding="utf-8"))
+    files = [path, csv, picks]
+    if reference is not None:
+        files.append(_write_comparison(front, reference, folder / "front_vs_reference.md"))
+    return files
 
 
 def _write_comparison(trials, reference: Path, path: Path) -> Path:
