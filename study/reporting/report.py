@@ -10,7 +10,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from objectives.trial import OBJECTIVES
+from objectives.trial import DIRECTIONS, OBJECTIVES
 from study.core.budgets import Budgets
 from study.reporting.front import completed, pareto_trials
 from study.reporting.front import _fit_pane  # the layout every figure gets: legible in MLflow's artifact pane
@@ -82,7 +82,9 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
     if len(trials) >= 2:
         worst = [0.0, max(max(t.values[1] for t in trials) * 1.1, 1.0), max(t.values[2] for t in trials) * 1.1]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # experimental since Optuna 3.3 (its interface may change): the one warning it gives, known
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                    message=".*plot_hypervolume_history is experimental")
             fig = vis.plot_hypervolume_history(study, reference_point=worst)
         fig.update_layout(title=f"Hypervolume over trials (reference point: F1 0, latency {worst[1]:.3g}x the teacher's, "
                                 f"size {worst[2]:.3g} MB)")
@@ -90,19 +92,40 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
         fig = _placeholder("Hypervolume over trials", "needs at least 2 completed trials")
     figs.append(("hypervolume", fig))
     for i, name in enumerate(OBJECTIVES):
-        title = f"Parameter importances for {LABELS[name]}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fig = vis.plot_param_importances(study, target=lambda t, i=i: t.values[i], target_name=LABELS[name])
-            fig.update_layout(title=title)
-        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
-            fig = _placeholder(title, f"not computable yet: {exc}")
-        figs.append((f"importance_{name}", fig))
+        figs.append((f"importance_{name}", _importance_figure(study, i, name)))
     fig = vis.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=LABELS["macro_f1_validation"])
     fig.update_layout(title="Parallel coordinates (colour: validation macro-F1)")
     figs.append(("parallel_coordinates", fig))
     return [(name, _fit_pane(fig)) for name, fig in figs]
+
+
+PED_ANOVA_LOW_TARGET = "PedAnovaImportanceEvaluator computes the importances of params to achieve low `target`"
+EQUAL_IMPORTANCES = "Parameter importances will be equal"
+
+
+def _importance_figure(study: optuna.Study, i: int, name: str) -> go.Figure:
+    """Parameter importances for objective ``i`` (Optuna's default evaluator, PED-ANOVA: which parameters
+    the best trials share). PED-ANOVA takes lower ``target`` values as better, so a maximized objective
+    (macro-F1) is passed negated, as its warning asks; a study too small for it to tell parameters apart gets
+    a placeholder saying so."""
+    from optuna import visualization as vis
+
+    title = f"Parameter importances for {LABELS[name]}"
+    sign = -1.0 if DIRECTIONS[i] == "maximize" else 1.0
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # recorded here, then answered or re-issued below
+            fig = vis.plot_param_importances(study, target=lambda t: sign * t.values[i], target_name=LABELS[name])
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+        return _placeholder(title, f"not computable yet: {exc}")
+    for warning in caught:
+        text = str(warning.message)
+        if EQUAL_IMPORTANCES in text:
+            return _placeholder(title, f"not computable yet: {text}")
+        if not text.startswith(PED_ANOVA_LOW_TARGET):  # answered: maximized objectives are negated
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    fig.update_layout(title=title)
+    return fig
 
 
 def merged_figure(studies: Sequence[optuna.Study], metrics: dict[str, float]) -> go.Figure:
