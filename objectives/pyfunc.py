@@ -15,7 +15,10 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
         self.bundle = load_bundle(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None) -> pd.DataFrame:
+    # The hint is what `mlflow models serve` passes. MLflow infers no signature from a DataFrame hint and wraps no
+    # validation around it, so lists and Series still reach this method as they are; without any hint, MLflow
+    # warns (UserWarning "Add type hints to the `predict` method") each time this class is defined.
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         if isinstance(model_input, pd.DataFrame):
             column = "text" if "text" in model_input.columns else model_input.columns[0]
             texts = model_input[column].astype(str).tolist()

@@ -97,27 +97,49 @@ def register(name: str, runtime: str, quantizes: str, needs_calibration: bool = 
     return wrap
 
 
-def export_onnx(model: nn.Module, path: Path) -> Path:
-    """Export a sequence classifier to ONNX (inputs input_ids and attention_mask, output logits)."""
-    model = model.eval()
+class LogitsOnly(nn.Module):
+    """A sequence classifier that returns a plain logits tensor, not a ModelOutput (what ONNX exports)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def example_inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) to trace an export with: two rows, the second padded, so the mask path is
+    exercised."""
     ids = torch.ones((2, 8), dtype=torch.long)
     mask = torch.ones_like(ids)
-    mask[1, 6:] = 0  # trace with padding so the mask path is exercised
+    mask[1, 6:] = 0
+    return ids, mask
+
+
+# The TorchScript exporter (dynamo=False) is deprecated and kept on purpose, measured side by side with the dynamo
+# exporter (python -m benchmarks.deprecated_apis; docs/deprecations.md): the dynamo exporter exports our networks
+# correctly (logits within 7e-7 of PyTorch, pruned ones too, and ONNX Runtime's int8 works on its files), but takes
+# 13-14 s per export against 1.2-1.4 s here (every ONNX trial exports once), and its files are 0.4-0.5 MB larger
+# (int8 files 10-20%), which would move the size objective of new trials away from those already in a study.
+def export_onnx(model: nn.Module, path: Path) -> Path:
+    """Export a sequence classifier to ONNX (inputs input_ids and attention_mask, output logits)."""
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
             "logits": {0: "batch"}}
-
-    class _Logits(nn.Module):  # return a plain tensor, not a ModelOutput
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(_Logits(model), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["logits"], dynamic_axes=axes, opset_version=17, dynamo=False)
+        # that deprecation, said twice (the exporter and its model-mode helper)
+        warnings.filterwarnings("ignore", category=DeprecationWarning,
+                                message="You are using the legacy TorchScript-based ONNX export")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="The feature will be removed")
+        # transformers' mask code branches on shapes (is padding needed, is attention causal): for an encoder whose
+        # mask is as long as its input both branches are fixed, so the trace holds for every batch and length
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning,
+                                message="Converting a tensor to a Python boolean")
+        warnings.filterwarnings("ignore", category=UserWarning,  # a note on how an op is translated
+                                message="Exporting aten::index operator of advanced indexing")
+        torch.onnx.export(LogitsOnly(model.eval()), example_inputs(), str(path),
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
     return path
 
 
@@ -164,12 +186,26 @@ def _bf16_torch(model: nn.Module, out: Path, config: QuantConfig, calibration: B
 @register("torch_dynamic_int8", "pytorch",
           "linear-layer weights int8 (activations quantized on the fly); embeddings and LayerNorm fp32")
 def _torch_dynamic(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
-    with warnings.catch_warnings():  # torch.ao.quantization is deprecated but still the eager int8 path
-        warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(model.eval(), {nn.Linear}, dtype=torch.qint8)
+    quantized = torch_dynamic_int8(model.eval())
     weights = out / "quantized_state_dict.pt"
     torch.save(quantized.state_dict(), weights)
     return TorchPredictor(quantized), (weights, _config_file(model, out))
+
+
+# torch.ao.quantization is deprecated in favour of torchao and kept on purpose, measured side by side
+# (python -m benchmarks.deprecated_apis; docs/deprecations.md): on CPU in PyTorch eager, torchao's int8 is slower at
+# batch 1 than this on the same network in the same process: 21.5 ms (Int8DynamicActivationInt8WeightConfig) and
+# 12.4 ms (Int8WeightOnlyConfig) against 6.9 ms (the scratch-base teacher at 1 thread; 50% pruned: 27.1 and 8.2
+# against 7.1 ms), for the same size and macro-F1.
+def torch_dynamic_int8(model: nn.Module) -> nn.Module:
+    """``model`` with its nn.Linear layers int8 (weights; activations quantized on the fly), PyTorch's fbgemm
+    kernels."""
+    with warnings.catch_warnings():
+        # that deprecation, and its twin from the quantized-tensor constructors it calls
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message="torch.ao.quantization is deprecated")
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message="torch.quantize_per_tensor, torch.quantize_per_channel and other quantized")
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
 
 
 @register("onnx_fp32", "onnxruntime", "nothing: fp32 weights, served by ONNX Runtime")
@@ -181,13 +217,18 @@ def _onnx_fp32(model: nn.Module, out: Path, config: QuantConfig, calibration: Ba
 @register("onnx_dynamic_int8", "onnxruntime",
           "MatMul/Gemm weights and embedding tables (Gather) int8, activations quantized on the fly")
 def _onnx_dynamic(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     fp32 = export_onnx(model, out / "model.fp32.onnx")
-    path = out / "model.onnx"
-    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    path = onnx_dynamic_int8(fp32, out / "model.onnx")
     fp32.unlink()
     return OnnxPredictor(path), (path,)
+
+
+def onnx_dynamic_int8(fp32: Path, path: Path) -> Path:
+    """ONNX Runtime's dynamic int8 quantization of the exported fp32 file ``fp32``, written to ``path``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8)
+    return path
 
 
 class _Reader(CalibrationDataReader):
@@ -204,25 +245,30 @@ class _Reader(CalibrationDataReader):
           "MatMul/Gemm/Gather weights and their activations int8 (QDQ), activation ranges calibrated on "
           "training examples", needs_calibration=True)
 def _onnx_static(model: nn.Module, out: Path, config: QuantConfig, calibration: Batches | None):
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     if not calibration:
         raise ValueError("onnx_static_int8 needs calibration batches (training examples)")
-    reader = _Reader(calibration)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[config.calibration]
     fp32 = export_onnx(model, out / "model.fp32.onnx")
-    path = out / "model.onnx"
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # its calibrators print()
-        warnings.simplefilter("ignore")
-        quantize_static(str(fp32), str(path), reader, quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=False,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-                        extra_options={"CalibMovingAverage": True})
+    path = onnx_static_int8(fp32, out / "model.onnx", calibration, config.calibration)
     fp32.unlink()
     for leftover in out.glob("augmented_model*.onnx"):
         leftover.unlink()
     return OnnxPredictor(path), (path,)
+
+
+def onnx_static_int8(fp32: Path, path: Path, calibration: Batches, method_name: str) -> Path:
+    """ONNX Runtime's static int8 (QDQ) quantization of the exported fp32 file ``fp32``, activation ranges
+    calibrated on ``calibration`` by ``method_name`` (one of CALIBRATION_METHODS), written to ``path``."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    reader = _Reader(calibration)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[method_name]
+    with contextlib.redirect_stdout(io.StringIO()):  # its entropy and percentile calibrators print() their progress
+        quantize_static(str(fp32), str(path), reader, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm", "Gather"], per_channel=False,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+                        extra_options={"CalibMovingAverage": True})
+    return path
 
 
 def quantize(model: nn.Module, config: QuantConfig | str, out: Path, calibration: Batches | None = None) -> Servable:

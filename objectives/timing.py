@@ -135,32 +135,55 @@ def time_in_this_process(candidate: str, teacher_torch: str, teacher_onnx: str, 
               "teacher_onnx": _bundle(teacher_onnx, threads, keep=True),
               "candidate": _bundle(candidate, threads, keep=candidate in (teacher_torch, teacher_onnx))}
     latency_texts = texts[:settings.latency_examples]
-    calls = {}
-    for name, bundle in models.items():
-        bundle.predictor.set_threads(threads)
-        calls[name] = (lambda b: lambda x: b.predictor.logits(*x))(bundle), _singles(bundle, latency_texts,
-                                                                                     settings.fixed_length)
+    calls = {name: _latency_call(bundle, latency_texts, settings) for name, bundle in models.items()}
+    with timing_exclusive(), steady_timing(threads):
+        medians, candidate_times = _paired_blocks(calls, settings)
+        rate, e2e_times = _candidate_throughput_and_e2e(models["candidate"], calls["candidate"][0], texts,
+                                                         latency_texts, settings)
+    return _paired_timing(medians, candidate_times, rate, e2e_times, settings)
+
+
+def _latency_call(bundle, latency_texts: list[str], settings: MeasureSettings):
+    """The bundle's network as a call on one tokenized text, and the latency texts tokenized by its tokenizer."""
+    bundle.predictor.set_threads(settings.threads)
+    return (lambda x: bundle.predictor.logits(*x)), _singles(bundle, latency_texts, settings.fixed_length)
+
+
+def _paired_blocks(calls: dict, settings: MeasureSettings) -> tuple[dict[str, list[float]], list[float]]:
+    """Warm each model up, then time ``settings.paired_blocks`` blocks, one latency pass per model in each
+    (who goes first rotated from block to block). Returns each model's pass medians, block by block, and every
+    timed call of the candidate."""
     order = list(calls)
     medians: dict[str, list[float]] = {name: [] for name in order}
     candidate_times: list[float] = []
-    with timing_exclusive(), steady_timing(threads):
-        for name in order:
-            warm_up(*calls[name], settings)
-        for block in range(settings.paired_blocks):
-            for name in order[block % 3:] + order[:block % 3]:  # rotate who goes first
-                call, singles = calls[name]
-                times = latency_pass(call, singles, settings.min_pass_seconds)
-                medians[name].append(statistics.median(times))
-                if name == "candidate":
-                    candidate_times.extend(times)
-        bundle = models["candidate"]
-        batches = _batches(bundle, texts, settings.throughput_batch_size, settings.throughput_batches,
-                           settings.fixed_length)
-        rate = throughput(calls["candidate"][0], batches, [len(b[0]) for b in batches], settings)
-        e2e = lambda item: bundle.predict(item)  # noqa: E731 - raw texts in, labels out
-        raw = [[t] for t in latency_texts]
-        warm_up(e2e, raw, settings)
-        e2e_times = [t for _ in range(settings.repeats) for t in latency_pass(e2e, raw, settings.min_pass_seconds)]
+    for name in order:
+        warm_up(*calls[name], settings)
+    for block in range(settings.paired_blocks):
+        for name in order[block % 3:] + order[:block % 3]:  # rotate who goes first
+            call, singles = calls[name]
+            times = latency_pass(call, singles, settings.min_pass_seconds)
+            medians[name].append(statistics.median(times))
+            if name == "candidate":
+                candidate_times.extend(times)
+    return medians, candidate_times
+
+
+def _candidate_throughput_and_e2e(bundle, call, texts: list[str], latency_texts: list[str],
+                                  settings: MeasureSettings) -> tuple[float, list[float]]:
+    """The candidate's throughput at the batch size of the protocol, and its batch-1 times from raw text."""
+    batches = _batches(bundle, texts, settings.throughput_batch_size, settings.throughput_batches,
+                       settings.fixed_length)
+    rate = throughput(call, batches, [len(b[0]) for b in batches], settings)
+    e2e = lambda item: bundle.predict(item)  # noqa: E731 - raw texts in, labels out
+    raw = [[t] for t in latency_texts]
+    warm_up(e2e, raw, settings)
+    e2e_times = [t for _ in range(settings.repeats) for t in latency_pass(e2e, raw, settings.min_pass_seconds)]
+    return rate, e2e_times
+
+
+def _paired_timing(medians: dict[str, list[float]], candidate_times: list[float], rate: float,
+                   e2e_times: list[float], settings: MeasureSettings) -> PairedTiming:
+    """The block-by-block ratios to the teacher, their medians and intervals, as one ``PairedTiming``."""
     ratios = [t / c for t, c in zip(medians["teacher"], medians["candidate"])]
     ratios_best = [min(t, o) / c for t, o, c in zip(medians["teacher"], medians["teacher_onnx"], medians["candidate"])]
     low, high, coverage = median_interval(ratios)
@@ -170,12 +193,13 @@ def time_in_this_process(candidate: str, teacher_torch: str, teacher_onnx: str, 
     return PairedTiming(
         latency_ms=statistics.median(candidate_times), latency_iqr_ms=iqr(candidate_times),
         latency_cv=cv(medians["candidate"]), throughput_per_s=rate, batch_size=settings.throughput_batch_size,
-        threads=threads, latency_e2e_ms=statistics.median(e2e_times),
+        threads=settings.threads, latency_e2e_ms=statistics.median(e2e_times),
         teacher_latency_ms=statistics.median(medians["teacher"]),
         teacher_onnx_latency_ms=statistics.median(medians["teacher_onnx"]), speedup=statistics.median(ratios),
         speedup_ci=(low, high), relative_latency=statistics.median(relative),
-        relative_latency_ci=(low_relative, high_relative), speedup_onnx=statistics.median(ratios_best), speedup_onnx_ci=(low_onnx, high_onnx),
-        blocks=settings.paired_blocks, coverage=coverage, pid=os.getpid(), process_task=_tasks_done)
+        relative_latency_ci=(low_relative, high_relative), speedup_onnx=statistics.median(ratios_best),
+        speedup_onnx_ci=(low_onnx, high_onnx), blocks=settings.paired_blocks, coverage=coverage, pid=os.getpid(),
+        process_task=_tasks_done)
 
 
 def _start_timing_process() -> None:

@@ -6,7 +6,7 @@ import shutil
 from contextlib import closing
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -16,7 +16,7 @@ import optuna
 from objectives.baseline import run_baseline
 from objectives.measure import machine_facts
 from objectives.trial import check_space, objective, servable_space
-from search_spaces import load_space
+from search_spaces import SearchSpace, load_space
 from study.core.config import StudyConfig, study_split
 from study.core.devices import device_facts, worker_device
 from objectives.context import TrialContext
@@ -26,7 +26,7 @@ from study.reporting.progress import say
 from study.orchestration.prepare import data_lines, resolve_data
 from study.orchestration.reference import measure_reference
 from study.reporting.stores import check_reachable
-from study.core.teacher import plan_teacher, prepare_teacher, scratch_tokenizer
+from study.core.teacher import TeacherPlan, plan_teacher, prepare_teacher, scratch_tokenizer
 from study.reporting.tracking import Tracker
 
 DEFAULT_TEACHERS = ("scratch-base", "scratch-large")
@@ -112,6 +112,47 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     """Run the grid (x repeats) and the baseline; log every row as an MLflow run; write the report."""
     from study.reporting.ablation_report import write_report
 
+    teachers, students, space, corpus, base_split, teacher_plans = _checked_inputs(cfg, ab)
+    kd = _kd_per_teacher(cfg, ab, teachers)
+    tracker = Tracker(cfg.tracking_uri)
+    tracker.check()
+    smallest = _smallest_student(students, base_split, corpus.label_names, cfg.cache_dir)
+    cells = grid(tuple(t.name for t in teachers), tuple(s.name for s in students), smallest)
+    device = worker_device(cfg.device)
+    plan = _Plan(teachers, students, space, kd, tuple(cells), teacher_plans, device)
+    say(f"[ablation] {len(cells)} grid rows x {ab.repeats} repeat(s) + the TF-IDF baseline; smallest student "
+        f"{smallest}; KD (T, lambda) per teacher {kd}; pruning {ab.prune_kind} {ab.prune_ratio}; "
+        f"quantization {ab.quant_scheme}")
+    experiment_id = tracker.experiment(cfg.study_name)
+    parent = tracker.create_run(experiment_id, f"{cfg.study_name} ablation", tags={
+        "role": "ablation_study", "teachers": ",".join(ab.teachers), "students": ",".join(ab.students),
+        **device_facts(device), **{f"machine.{k}": v for k, v in machine_facts().items()}})
+    rows = _Rows(tracker, experiment_id, parent)
+    status = "FAILED"
+    workdir = Path(tempfile.mkdtemp(prefix="ablation-"))
+    try:
+        for repeat in range(ab.repeats):
+            _run_repeat(cfg, ab, plan, repeat, corpus, rows, workdir)
+        files = write_report(rows.rows, rows.predictions, corpus.label_names, base_split.test.labels, cfg, ab,
+                             tracker, ab.out)
+        for path in files:
+            tracker.log_artifact(parent, path, "report")
+            if ab.out is not None:
+                say(f"[ablation] wrote {path}")
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end_study(parent, status)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rows.rows
+
+
+def _checked_inputs(cfg: StudyConfig, ab: AblationSettings):
+    """Everything the ablation reads, checked before anything is written (UserError otherwise): the teachers and
+    students, the search space (pinned to the grid's techniques, servable here), the data and its study split, and
+    each teacher's plan (fine-tuned here or used as it is)."""
     teachers = tuple(resolve_model(t) for t in ab.teachers)
     students = tuple(resolve_model(s) for s in ab.students)
     derived = [s.name for s in students if s.from_teacher]
@@ -134,103 +175,118 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     if ab.reference is not None and not ab.reference.exists():
         raise UserError(f"--reference {ab.reference} does not exist")
     check_reachable(cfg.tracking_uri, "MLflow tracking URI")
-    kd = {t.name: (ab.temperature, ab.kd_lambda) for t in teachers}
-    if ab.from_study:
-        check_reachable(cfg.storage, "Optuna storage")
-        kd = {t.name: kd_from_study(cfg.storage, ab.from_study, t.name) for t in teachers}
-    tracker = Tracker(cfg.tracking_uri)
-    tracker.check()
+    return teachers, students, space, corpus, base_split, plans
 
-    tok_dir = scratch_tokenizer(base_split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
+
+def _kd_per_teacher(cfg: StudyConfig, ab: AblationSettings,
+                    teachers: tuple[ModelSpec, ...]) -> dict[str, tuple[float, float]]:
+    """(T, lambda) per teacher: the settings' own, or those of the best trial of ``--from-study``."""
+    if not ab.from_study:
+        return {t.name: (ab.temperature, ab.kd_lambda) for t in teachers}
+    check_reachable(cfg.storage, "Optuna storage")
+    return {t.name: kd_from_study(cfg.storage, ab.from_study, t.name) for t in teachers}
+
+
+def _smallest_student(students: tuple[ModelSpec, ...], split, labels: tuple[str, ...], cache_dir: Path) -> str:
+    """The name of the student with the fewest parameters (the distil+prune/quant rows use it)."""
+    tok_dir = scratch_tokenizer(split, cache_dir) if any(s.from_scratch for s in students) else None
     vocab = 8000
     if tok_dir is not None:
         from transformers import AutoTokenizer
 
         vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
-    smallest = min(students, key=lambda s: parameter_count(s, corpus.label_names, vocab)).name
-    cells = grid(tuple(t.name for t in teachers), tuple(s.name for s in students), smallest)
-    say(f"[ablation] {len(cells)} grid rows x {ab.repeats} repeat(s) + the TF-IDF baseline; smallest student "
-        f"{smallest}; KD (T, lambda) per teacher {kd}; pruning {ab.prune_kind} {ab.prune_ratio}; "
-        f"quantization {ab.quant_scheme}")
-
-    device = worker_device(cfg.device)
-    experiment_id = tracker.experiment(cfg.study_name)
-    parent = tracker.create_run(experiment_id, f"{cfg.study_name} ablation", tags={
-        "role": "ablation_study", "teachers": ",".join(ab.teachers), "students": ",".join(ab.students),
-        **device_facts(device), **{f"machine.{k}": v for k, v in machine_facts().items()}})
-    rows: list[dict] = []
-    predictions: dict[tuple, np.ndarray] = {}
-    status = "FAILED"
-    workdir = Path(tempfile.mkdtemp(prefix="ablation-"))
-    try:
-        for repeat in range(ab.repeats):
-            seed = cfg.seed + repeat
-            split = study_split(corpus, cfg, seed)
-            facts = MappingProxyType(split.facts(corpus))
-            row_facts = {**facts, **device_facts(device)}  # every row's params: its data and where it trained
-            inputs = split.inputs(corpus)
-            tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
-            baseline = run_baseline(split, cfg.measure, seed)
-            baseline_metrics = {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy,
-                                **baseline.speed.as_metrics(), "size_mb": baseline.size_bytes / 1e6}
-            rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, inputs, repeat, seed, "baseline",
-                                 "TF-IDF+LR", None, baseline_metrics, {}))
-            for tspec in teachers:
-                teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say,
-                                          progress=not cfg.quiet, plan=plans[tspec.name], device=device)
-                # every row timed from its bundle in a separate process, paired with this fp32 teacher; Δ F1
-                # against the teacher the students learn from (with its TF-IDF member, if it has one)
-                ref, timer = measure_reference(teacher, split, cfg, workdir / f"reference-{tspec.name}-{repeat}")
-                teacher_f1 = ref.metrics["teacher_macro_f1"]
-                with closing(timer):
-                    for cell in (c for c in cells if c.teacher == tspec.name):
-                        t, lam = kd[tspec.name]
-                        with space_errors():
-                            pinned = space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
-                                                  prune_ratio=ab.prune_ratio if cell.prune else 0.0,
-                                                  quant_scheme=ab.quant_scheme if cell.quant else "none",
-                                                  calibration=ab.calibration)
-                        student = next((s for s in students if s.name == cell.student), None)
-                        ctx = TrialContext(study_name=f"{cfg.study_name}.ablation", split=split, teacher=teacher,
-                                           student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
-                                           measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
-                                           show_progress=not cfg.quiet, teacher_test_predictions=ref.test_predictions,
-                                           timer=timer, device=device)
-                        began = time.perf_counter()
-                        outcome = objective(optuna.trial.FixedTrial({}), ctx)
-                        shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
-                        metrics = dict(outcome.metrics)
-                        metrics["speedup"] = metrics["speedup_vs_teacher"]  # paired in the timing process
-                        metrics["compression_ratio"] = ref.metrics["teacher_size_mb"] / metrics["size_mb"]
-                        metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
-                        metrics["teacher_macro_f1"] = teacher_f1
-                        rows.append(_log_row(tracker, experiment_id, parent, cfg, row_facts, inputs, repeat, seed,
-                                             cell.technique, cell.model, cell, metrics, outcome.params,
-                                             {"teacher_finetuned_here": str(teacher.finetuned_here).lower()}))
-                        predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
-                        say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
-                            f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
-                            f"speedup {metrics['speedup']:.2f}x  {metrics['size_mb']:.2f} MB  "
-                            f"({time.perf_counter() - began:.0f}s)")
-        labels = corpus.label_names
-        files = write_report(rows, predictions, labels, base_split.test.labels, cfg, ab,
-                             tracker, ab.out)
-        for path in files:
-            tracker.log_artifact(parent, path, "report")
-            if ab.out is not None:
-                say(f"[ablation] wrote {path}")
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracker.end_study(parent, status)
-        shutil.rmtree(workdir, ignore_errors=True)
-    return rows
+    return min(students, key=lambda s: parameter_count(s, labels, vocab)).name
 
 
-def _log_row(tracker: Tracker, experiment_id: str, parent: str, cfg: StudyConfig, facts, inputs, repeat: int,
-             seed: int, technique: str, model: str, cell: Cell | None, metrics: dict[str, float], params: dict,
+@dataclass
+class _Rows:
+    """The rows so far (each also a finished MLflow run under the ablation's parent run) and their test
+    predictions, keyed (repeat, teacher, technique, model), for the report."""
+
+    tracker: Tracker
+    experiment_id: str
+    parent: str
+    rows: list[dict] = field(default_factory=list)
+    predictions: dict[tuple, np.ndarray] = field(default_factory=dict)
+
+    def add(self, facts, inputs, repeat: int, seed: int, technique: str, model: str, cell: Cell | None,
+            metrics: dict[str, float], params: dict, tags: dict[str, str] | None = None) -> None:
+        self.rows.append(_log_row(self.tracker, self.experiment_id, self.parent, facts, inputs, repeat, seed,
+                                  technique, model, cell, metrics, params, tags))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The grid as checked: the models, the search space the cells pin, (T, lambda) per teacher, the cells."""
+
+    teachers: tuple[ModelSpec, ...]
+    students: tuple[ModelSpec, ...]
+    space: SearchSpace
+    kd: dict[str, tuple[float, float]]
+    cells: tuple[Cell, ...]
+    teacher_plans: dict[str, TeacherPlan]  # by teacher name: fine-tuned here or used as it is
+    device: str  # where teachers and students train
+
+
+def _run_repeat(cfg: StudyConfig, ab: AblationSettings, plan: _Plan, repeat: int, corpus, rows: _Rows,
+                workdir: Path) -> None:
+    """One repeat: a fresh split (seed + repeat), the TF-IDF baseline, then every teacher's cells."""
+    students = plan.students
+    seed = cfg.seed + repeat
+    split = study_split(corpus, cfg, seed)
+    facts = MappingProxyType(split.facts(corpus))
+    row_facts = {**facts, **device_facts(plan.device)}  # every row's params: its data and where it trained
+    inputs = split.inputs(corpus)
+    tok_dir = scratch_tokenizer(split, cfg.cache_dir) if any(s.from_scratch for s in students) else None
+    baseline = run_baseline(split, cfg.measure, seed)
+    rows.add(row_facts, inputs, repeat, seed, "baseline", "TF-IDF+LR", None,
+             {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy, **baseline.speed.as_metrics(),
+              "size_mb": baseline.size_bytes / 1e6}, {})
+    for tspec in plan.teachers:
+        teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say, progress=not cfg.quiet,
+                                  plan=plan.teacher_plans[tspec.name], device=plan.device)
+        # every row timed from its bundle in a separate process, paired with this fp32 teacher; Δ F1
+        # against the teacher the students learn from (with its TF-IDF member, if it has one)
+        ref, timer = measure_reference(teacher, split, cfg, workdir / f"reference-{tspec.name}-{repeat}")
+        with closing(timer):
+            for cell in (c for c in plan.cells if c.teacher == tspec.name):
+                t, lam = plan.kd[tspec.name]
+                with space_errors():
+                    pinned = plan.space.pinned(temperature=t, kd_lambda=lam, prune_kind=ab.prune_kind,
+                                          prune_ratio=ab.prune_ratio if cell.prune else 0.0,
+                                          quant_scheme=ab.quant_scheme if cell.quant else "none",
+                                          calibration=ab.calibration)
+                student = next((s for s in students if s.name == cell.student), None)
+                ctx = TrialContext(study_name=f"{cfg.study_name}.ablation", split=split, teacher=teacher,
+                                   student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
+                                   measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
+                                   show_progress=not cfg.quiet, teacher_test_predictions=ref.test_predictions,
+                                   timer=timer, device=plan.device)
+                _run_cell(cell, ctx, ref.metrics, rows, row_facts, inputs, repeat, seed,
+                          {"teacher_finetuned_here": str(teacher.finetuned_here).lower()})
+
+
+def _run_cell(cell: Cell, ctx: TrialContext, reference: dict[str, float], rows: _Rows, facts, inputs, repeat: int,
+              seed: int, tags: dict[str, str]) -> None:
+    """One grid row: the trial with every parameter pinned, its metrics next to the paired teacher's."""
+    began = time.perf_counter()
+    outcome = objective(optuna.trial.FixedTrial({}), ctx)
+    shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
+    metrics = dict(outcome.metrics)
+    metrics["speedup"] = metrics["speedup_vs_teacher"]  # paired in the timing process
+    metrics["compression_ratio"] = reference["teacher_size_mb"] / metrics["size_mb"]
+    metrics["macro_f1_delta"] = metrics["macro_f1_delta_vs_teacher"]  # paired, with its interval
+    metrics["teacher_macro_f1"] = reference["teacher_macro_f1"]
+    rows.add(facts, inputs, repeat, seed, cell.technique, cell.model, cell, metrics, outcome.params, tags)
+    rows.predictions[(repeat, cell.teacher, cell.technique, cell.model)] = outcome.predictions
+    say(f"[ablation] repeat {repeat} {cell.teacher:>14} {cell.technique:<19} {cell.model:<15} "
+        f"macro-F1 {metrics['macro_f1']:.4f}  {metrics['latency_ms']:.3f} ms  "
+        f"speedup {metrics['speedup']:.2f}x  {metrics['size_mb']:.2f} MB  "
+        f"({time.perf_counter() - began:.0f}s)")
+
+
+def _log_row(tracker: Tracker, experiment_id: str, parent: str, facts, inputs, repeat: int, seed: int, technique: str,
+             model: str, cell: Cell | None, metrics: dict[str, float], params: dict,
              tags: dict[str, str] | None = None) -> dict:
     """One finished MLflow run per grid row (tags role=ablation, technique=...)."""
     teacher = cell.teacher if cell else ""

@@ -13,6 +13,7 @@ from objectives.trial import DIRECTIONS, OBJECTIVES
 from search_spaces import PARAMETERS
 from study.core.budgets import Budgets
 from study.core.errors import UserError
+from study.reporting.stores import check_driver
 from study.reporting.tracking import RUN_ID_ATTR
 
 PARAM_COLUMNS = tuple(PARAMETERS)  # the search space's parameter names, in its order
@@ -35,6 +36,7 @@ def pair_studies(storage: str, study_name: str) -> list[str]:
     """Names of the pair studies ``<study_name>.<teacher>.<student>`` (or ``study_name`` itself) in storage."""
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).expanduser().exists():
         raise UserError(f"Optuna storage {storage!r}: the database file does not exist")
+    check_driver(storage, "Optuna storage")
     try:
         names = optuna.get_all_study_names(storage=storage)
     except Exception as exc:

@@ -10,7 +10,7 @@ import optuna
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from objectives.trial import OBJECTIVES
+from objectives.trial import DIRECTIONS, OBJECTIVES
 from study.core.budgets import Budgets
 from study.reporting.front import completed, pareto_trials
 from study.reporting.front import _fit_pane  # the layout every figure gets: legible in MLflow's artifact pane
@@ -82,7 +82,9 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
     if len(trials) >= 2:
         worst = [0.0, max(max(t.values[1] for t in trials) * 1.1, 1.0), max(t.values[2] for t in trials) * 1.1]
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            # experimental since Optuna 3.3 (its interface may change): the one warning it gives, known
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                    message=".*plot_hypervolume_history is experimental")
             fig = vis.plot_hypervolume_history(study, reference_point=worst)
         fig.update_layout(title=f"Hypervolume over trials (reference point: F1 0, latency {worst[1]:.3g}x the teacher's, "
                                 f"size {worst[2]:.3g} MB)")
@@ -90,19 +92,40 @@ def study_figures(study: optuna.Study, metrics: dict[str, float]) -> list[tuple[
         fig = _placeholder("Hypervolume over trials", "needs at least 2 completed trials")
     figs.append(("hypervolume", fig))
     for i, name in enumerate(OBJECTIVES):
-        title = f"Parameter importances for {LABELS[name]}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fig = vis.plot_param_importances(study, target=lambda t, i=i: t.values[i], target_name=LABELS[name])
-            fig.update_layout(title=title)
-        except (RuntimeError, ValueError, ZeroDivisionError) as exc:
-            fig = _placeholder(title, f"not computable yet: {exc}")
-        figs.append((f"importance_{name}", fig))
+        figs.append((f"importance_{name}", _importance_figure(study, i, name)))
     fig = vis.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=LABELS["macro_f1_validation"])
     fig.update_layout(title="Parallel coordinates (colour: validation macro-F1)")
     figs.append(("parallel_coordinates", fig))
     return [(name, _fit_pane(fig)) for name, fig in figs]
+
+
+PED_ANOVA_LOW_TARGET = "PedAnovaImportanceEvaluator computes the importances of params to achieve low `target`"
+EQUAL_IMPORTANCES = "Parameter importances will be equal"
+
+
+def _importance_figure(study: optuna.Study, i: int, name: str) -> go.Figure:
+    """Parameter importances for objective ``i`` (Optuna's default evaluator, PED-ANOVA: which parameters
+    the best trials share). PED-ANOVA takes lower ``target`` values as better, so a maximized objective
+    (macro-F1) is passed negated, as its warning asks; a study too small for it to tell parameters apart gets
+    a placeholder saying so."""
+    from optuna import visualization as vis
+
+    title = f"Parameter importances for {LABELS[name]}"
+    sign = -1.0 if DIRECTIONS[i] == "maximize" else 1.0
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # recorded here, then answered or re-issued below
+            fig = vis.plot_param_importances(study, target=lambda t: sign * t.values[i], target_name=LABELS[name])
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+        return _placeholder(title, f"not computable yet: {exc}")
+    for warning in caught:
+        text = str(warning.message)
+        if EQUAL_IMPORTANCES in text:
+            return _placeholder(title, f"not computable yet: {text}")
+        if not text.startswith(PED_ANOVA_LOW_TARGET):  # answered: maximized objectives are negated
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    fig.update_layout(title=title)
+    return fig
 
 
 def merged_figure(studies: Sequence[optuna.Study], metrics: dict[str, float]) -> go.Figure:
@@ -153,47 +176,17 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
     """
     import tempfile
 
-    from study.reporting.front import front_frame
-
     experiment_id = tracker.find_experiment(study_name)
     if experiment_id is None:
         from study.core.errors import UserError
 
         raise UserError(f"no MLflow experiment {study_name!r} in {tracker.uri}")
-    written = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp)
-        all_metrics: dict[str, float] = {}
-        for study in studies:
-            parent = tracker.find_study_run(experiment_id, study.study_name)
-            metrics = dict(parent.data.metrics) if parent else {}
-            all_metrics = all_metrics or metrics
-            if not completed(study):
-                continue
-            path = write_html(study_figures(study, metrics), folder / f"{study.study_name}.html",
-                              f"Study {study.study_name}",
-                              f"{len(completed(study))} completed trials. Reference points: the fp32 teacher and the "
-                              "TF-IDF + logistic-regression baseline, measured in the study's own run.")
-            written.append(path)
-            if parent:
-                tracker.log_artifact(parent.info.run_id, path, "report")
+        written, reference_metrics = _publish_pair_reports(studies, tracker, experiment_id, folder)
         merged = [s for s in studies if completed(s)]
         if merged:
-            path = write_html([("merged_front", merged_figure(merged, all_metrics))], folder / "merged_front.html",
-                              f"Merged front of {study_name}", "Every completed trial of every teacher/student pair; "
-                              "the merged Pareto front in full colour.")
-            csv = folder / "merged_front.csv"
-            budgets = Budgets.of_study(merged[0])
-            everything = [t for s in merged for t in completed(s)]
-            front = pareto_trials(everything, budgets=budgets)
-            front_frame(front).to_csv(csv, index=False)
-            picks = folder / "picks.md"
-            picks.write_text(picks_markdown(everything, budgets), encoding="utf-8")
-            log(picks.read_text(encoding="utf-8"))
-            files = [path, csv, picks]
-            if reference is not None:
-                files.append(_write_comparison(front, reference,
-                                               folder / "front_vs_reference.md"))
+            files = _write_merged_front(study_name, merged, reference_metrics, folder, log, reference)
             report_run = tracker.report_run(experiment_id, study_name)
             for path in files:
                 tracker.log_artifact(report_run, path)
@@ -202,6 +195,51 @@ def publish(study_name: str, studies: Sequence[optuna.Study], tracker, out: Path
             for path in written:
                 log(f"[report] wrote {path}")
     return written
+
+
+def _publish_pair_reports(studies: Sequence[optuna.Study], tracker, experiment_id: str,
+                          folder: Path) -> tuple[list[Path], dict[str, float]]:
+    """Each pair study's figures as ``<study>.html``, logged to its parent run under ``report/``. Returns the
+    files and the reference metrics (teacher, baseline) of the first pair study whose parent run has any."""
+    written: list[Path] = []
+    all_metrics: dict[str, float] = {}
+    for study in studies:
+        parent = tracker.find_study_run(experiment_id, study.study_name)
+        metrics = dict(parent.data.metrics) if parent else {}
+        all_metrics = all_metrics or metrics
+        if not completed(study):
+            continue
+        path = write_html(study_figures(study, metrics), folder / f"{study.study_name}.html",
+                          f"Study {study.study_name}",
+                          f"{len(completed(study))} completed trials. Reference points: the fp32 teacher and the "
+                          "TF-IDF + logistic-regression baseline, measured in the study's own run.")
+        written.append(path)
+        if parent:
+            tracker.log_artifact(parent.info.run_id, path, "report")
+    return written, all_metrics
+
+
+def _write_merged_front(study_name: str, merged: Sequence[optuna.Study], metrics: dict[str, float], folder: Path,
+                        log, reference: Path | None) -> list[Path]:
+    """The merged front across pairs: its figure, its CSV, one pick per rule (also logged to the console) and,
+    with a ``reference`` table, the comparison with it."""
+    from study.reporting.front import front_frame
+
+    path = write_html([("merged_front", merged_figure(merged, metrics))], folder / "merged_front.html",
+                      f"Merged front of {study_name}", "Every completed trial of every teacher/student pair; "
+                      "the merged Pareto front in full colour.")
+    csv = folder / "merged_front.csv"
+    budgets = Budgets.of_study(merged[0])
+    everything = [t for s in merged for t in completed(s)]
+    front = pareto_trials(everything, budgets=budgets)
+    front_frame(front).to_csv(csv, index=False)
+    picks = folder / "picks.md"
+    picks.write_text(picks_markdown(everything, budgets), encoding="utf-8")
+    log(picks.read_text(encoding="utf-8"))
+    files = [path, csv, picks]
+    if reference is not None:
+        files.append(_write_comparison(front, reference, folder / "front_vs_reference.md"))
+    return files
 
 
 def _write_comparison(trials, reference: Path, path: Path) -> Path:

@@ -12,6 +12,27 @@ def _db_family(url: str) -> str:
     return urlparse(url).scheme.split("+", 1)[0]
 
 
+def check_driver(url: str, what: str) -> None:
+    """Raise UserError if ``url`` is a server database (postgresql, mysql) whose Python driver is not installed
+    (psycopg, for PostgreSQL, is the project's ``postgres`` extra); nothing is connected to."""
+    if _db_family(url) not in ("postgresql", "mysql"):
+        return
+    import sqlalchemy
+
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+    except Exception as exc:  # an unknown dialect or driver name
+        raise UserError(f"{what} {url!r}: {str(exc).splitlines()[0]} (for PostgreSQL: postgresql+psycopg://…)") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        hint = ("install the PostgreSQL driver with the project's postgres extra: pip install -e '.[postgres]' "
+                "(psycopg), and write the URL as postgresql+psycopg://…" if _db_family(url) == "postgresql"
+                else "install that driver")
+        raise UserError(f"{what} {url!r}: its database driver {dialect.driver!r} is not installed ({exc}); "
+                        f"{hint}") from None
+
+
 def check_reachable(url: str, what: str) -> None:
     """Raise UserError if ``url`` (sqlite/postgresql/mysql, or http(s) for MLflow) cannot be used.
 
@@ -35,6 +56,7 @@ def check_reachable(url: str, what: str) -> None:
     if family in ("postgresql", "mysql"):
         import sqlalchemy
 
+        check_driver(url, what)
         try:
             engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
             with engine.connect():

@@ -85,6 +85,29 @@ class Tracker:
         """Copy artifact ``path`` of the run into ``destination``; returns the local path."""
         return self.client.download_artifacts(run_id, path, destination)
 
+    def register_model(self, run_id: str, name: str, python_model, *, artifacts: dict[str, str],
+                       code_paths: list[str], pip_requirements: list[str], tags: dict[str, str],
+                       description: str | None = None) -> str:
+        """Log ``python_model`` (an ``mlflow.pyfunc.PythonModel``) as the model ``pyfunc-model`` of run ``run_id``
+        and register it as a new version of ``name``, with ``tags`` and ``description``; returns "name/version".
+        ``pip_requirements`` gets this MLflow's own pin in front."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(name="pyfunc-model", python_model=python_model, artifacts=artifacts,
+                                           code_paths=code_paths,
+                                           pip_requirements=[f"mlflow=={mlflow.__version__}", *pip_requirements],
+                                           registered_model_name=name)
+        version = str(info.registered_model_version)
+        registry = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        for key, value in tags.items():
+            registry.set_model_version_tag(name, version, key, value)
+        if description:
+            registry.update_model_version(name, version, description=description)
+        return f"{name}/{version}"
+
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
