@@ -181,30 +181,31 @@ class TrainResult:
 LossFn = Callable[[torch.Tensor, torch.Tensor, np.ndarray], torch.Tensor]  # (logits, labels, train index)
 
 
+def _optimizer(model, settings: TrainSettings, learning_rate: float, n_train: int):
+    """AdamW and its linear warm-up/decay schedule over ``settings.max_epochs`` epochs of ``n_train`` texts."""
+    from transformers import get_linear_schedule_with_warmup
+
+    total = math.ceil(n_train / settings.batch_size) * settings.max_epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+
+
 def fit(model, *, train: Encoded, train_labels: np.ndarray, validation: Encoded, validation_labels: np.ndarray,
         loss_fn: LossFn, settings: TrainSettings, learning_rate: float, pad_id: int, seed: int,
         on_epoch: Callable[[int, float], None] | None = None, progress: str | None = None,
         device=None) -> TrainResult:
-    """Train with AdamW + linear warm-up/decay; keep the weights of the best validation macro-F1 epoch.
-
-    Stops after ``settings.patience`` epochs without improvement or ``settings.max_epochs`` epochs.
-    Raises FloatingPointError if the loss becomes NaN or infinite. ``progress`` names an epochs bar
-    (shown on a terminal only). Trains on ``device`` (None: the CPU; bf16 autocast on a CUDA GPU that has
-    it, weights in fp32) and hands the model back on the CPU, in fp32 and eval mode.
-    """
+    """Train with AdamW + linear warm-up/decay for up to ``settings.max_epochs`` epochs (``settings.patience``
+    without improvement stop it); keep the best validation macro-F1 epoch's weights. A NaN/infinite loss raises
+    FloatingPointError; ``progress`` names an epochs bar (on a terminal only). Trains on ``device`` (None: the CPU;
+    bf16 autocast on a CUDA GPU that has it) and hands the model back on the CPU, in fp32 and eval mode."""
     from tqdm import tqdm
-
-    from transformers import get_linear_schedule_with_warmup
 
     device = as_device(device)
     torch.manual_seed(seed)
     torch.set_num_threads(train_threads())
     rng = np.random.default_rng(seed)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
-    total = steps_per_epoch * settings.max_epochs
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=settings.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total), total)
+    optimizer, schedule = _optimizer(model, settings, learning_rate, len(train))
     labels_t = to_device(train_labels, device)
     best_f1, best_epoch, best_state, stale = -1.0, 0, None, 0
     start = time.perf_counter()
