@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -103,6 +103,12 @@ class StudyConfig:
     workers: int = 1  # processes sharing each pair study on this machine
     heartbeat_s: int = 20  # Optuna heartbeat; a trial silent for 3 beats is failed and retried once
     budgets: Budgets = field(default_factory=Budgets)  # constraints of the search; the front is among trials meeting them
+    # distilled students kept under <cache_dir>/students for later trials (least recently used removed first);
+    # 0: no cache, every trial distils (docs/distill-cache.md)
+    distill_cache_gb: float = 5.0
+    # trials per new distillation: after the first trial of a (T, lambda), K - 1 more are queued with that T and
+    # lambda (the sampler draws the rest), which load its student from the cache; 1: none
+    variants_per_distillation: int = 4
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -127,6 +133,12 @@ class StudyConfig:
             raise UserError(f"--heartbeat must be at least 1 second, got {self.heartbeat_s}")
         if self.measure.fixed_length is not None and self.measure.fixed_length < 2:
             raise UserError(f"--fixed-length must be at least 2 tokens, got {self.measure.fixed_length}")
+        if not (self.distill_cache_gb >= 0 and math.isfinite(self.distill_cache_gb)):
+            raise UserError(f"--distill-cache-gb must be 0 (no cache) or a positive size in GB, got "
+                            f"{self.distill_cache_gb}")
+        if self.variants_per_distillation < 1:
+            raise UserError(f"--variants-per-distillation must be at least 1 (1: none queued), got "
+                            f"{self.variants_per_distillation}")
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 
