@@ -377,3 +377,33 @@ def test_budgets_tag_every_trial_and_resuming_under_others_retags(two_trial_stud
     everything = {t.number for t in done if not any(_dominates(o.values, t.values) for o in done)}
     assert {n for n, tg in by_number.items() if tg["pareto"] == "true"} == everything
     assert all(by_number[t.number]["feasible"] == "true" for t in done) and parent["pareto_among"] == "all"
+
+
+def test_trials_share_distilled_students_through_the_cache(tmp_path):
+    """Each new (T, lambda) is distilled once (a miss) and followed by a queued variant with the same T and lambda
+    that loads it from the cache (a hit): same student, same distillation metrics, other pruning/quantization."""
+    storage, tracking, cache = f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db", tmp_path / "cache"
+    assert main(["--objective", "pareto", "--n-trials", "4", "--quick", "--study-name", "reuse", "--students",
+                 "scratch-tiny", "--storage", storage, "--tracking-uri", tracking, "--cache-dir", str(cache),
+                 "--seed", "5", "--variants-per-distillation", "2", "--quiet"]) == 0
+    study = optuna.load_study(study_name="reuse.scratch-base.scratch-tiny", storage=storage)
+    assert study.user_attrs["distill_seed_rule"] == "study_seed"
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("reuse").experiment_id], "tags.role = 'trial'")
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    hits = {n for n, r in by_number.items() if r.data.tags["distill_cache_hit"] == "true"}
+    misses = {n for n, r in by_number.items() if r.data.tags["distill_cache_hit"] == "false"}
+    assert hits and misses and hits | misses == {0, 1, 2, 3}
+    for n in hits:
+        run = by_number[n]
+        assert run.data.metrics["distill_cache_hit"] == 1.0 and run.data.tags["distill_seed"] == "5"
+        source = by_number[int(run.data.tags["variant_of"])]  # the earlier trial whose T and lambda it reuses
+        assert int(run.data.tags["variant_of"]) < n and source.data.tags["distill_cache_hit"] == "false"
+        assert source.data.metrics["distill_cache_hit"] == 0.0
+        for key in ("temperature", "kd_lambda"):
+            assert run.data.params[key] == source.data.params[key]
+        for key in ("distill_validation_macro_f1", "best_epoch", "epochs_run", "distill_seconds"):
+            assert run.data.metrics[key] == source.data.metrics[key]  # the same student, not a new one
+    entries = [p for p in (cache / "students").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == len(misses)
