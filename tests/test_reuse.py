@@ -53,6 +53,23 @@ def test_each_new_t_and_lambda_queues_k_minus_1_variants_that_queue_none(monkeyp
     assert [t.user_attrs.get(VARIANT_OF_ATTR) for t in study.get_trials(states=(TrialState.WAITING,))] == [4, 4]
 
 
+def test_two_workers_drawing_one_new_t_and_lambda_queue_its_variants_once():
+    space = load_space("default")
+    study = optuna.create_study(directions=DIRECTIONS, sampler=optuna.samplers.RandomSampler(seed=3))
+    queue = QueueVariants(k=3, n_trials=10)
+    for _ in range(2):
+        study.enqueue_trial({"temperature": 4, "kd_lambda": 0.3})
+    first, second = study.ask(), study.ask()  # two workers' trials, both running
+    for trial in (first, second):
+        _objective(space)(trial)
+    study.tell(second, [0.5, 1.0, 1.0])  # the later-numbered one finishes first: the earlier one is still running
+    queue(study, study.trials[second.number])
+    assert not study.get_trials(states=(TrialState.WAITING,))
+    study.tell(first, [0.5, 1.0, 1.0])
+    queue(study, study.trials[first.number])
+    assert [t.user_attrs[VARIANT_OF_ATTR] for t in study.get_trials(states=(TrialState.WAITING,))] == [0, 0]
+
+
 def test_variants_stay_within_n_trials_and_k_1_queues_none():
     space = load_space("default")
     study = optuna.create_study(directions=DIRECTIONS, sampler=optuna.samplers.RandomSampler(seed=2))
