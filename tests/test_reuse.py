@@ -112,7 +112,8 @@ def test_a_study_started_before_the_rule_keeps_trial_seeds_and_its_continuous_t_
     for t, lam in ((3.7, 0.42), (1.2, 0.9)):  # trials of the old space: continuous T (log) and lambda
         old.add_trial(optuna.trial.create_trial(
             params={"temperature": t, "kd_lambda": lam}, values=[0.5, 1.0, 1.0],
-            distributions={"temperature": FloatDistribution(1.0, 10.0, log=True), "kd_lambda": FloatDistribution(0, 1)}))
+            distributions={"temperature": FloatDistribution(1.0, 10.0, log=True),
+                           "kd_lambda": FloatDistribution(0, 1)}))
     assert distill_seed_rule(old) == "trial_seed"
     old.set_user_attr(DISTILL_SEED_ATTR, distill_seed_rule(old))  # recorded when the study is opened
     ctx, line = under_recorded_rule(old, _ctx(space))
