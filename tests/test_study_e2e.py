@@ -407,3 +407,34 @@ def test_trials_share_distilled_students_through_the_cache(tmp_path):
             assert run.data.metrics[key] == source.data.metrics[key]  # the same student, not a new one
     entries = [p for p in (cache / "students").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(entries) == len(misses)
+
+
+def test_a_study_started_before_students_were_shared_resumes_under_its_old_protocol(stores, monkeypatch, capsys):
+    """A stored study with completed trials but no distillation-seed rule (started before #18, T drawn from a
+    continuous range) resumes: its new trial distils with seed + trial number, draws T from the old range, and
+    queues no variants."""
+    import objectives.quantize
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    monkeypatch.setattr(objectives.quantize, "cpu_supports_bf16", lambda: False)
+    name = "legacy.scratch-base.scratch-tiny"
+    old = optuna.create_study(study_name=name, storage=stores["storage"],
+                              directions=["maximize", "minimize", "minimize"])
+    old.set_user_attr("dropped_schemes", {"bf16": "this CPU lacks AVX512-BF16"})
+    old.add_trial(optuna.trial.create_trial(
+        params={"temperature": 3.7, "kd_lambda": 0.42, "quant_scheme": "none"}, values=[0.5, 1.0, 1.0],
+        distributions={"temperature": FloatDistribution(1.0, 10.0, log=True), "kd_lambda": FloatDistribution(0, 1),
+                       "quant_scheme": CategoricalDistribution(["none", "torch_dynamic_int8", "onnx_fp32",
+                                                                "onnx_dynamic_int8", "onnx_static_int8"])}))
+    assert main(["--objective", "pareto", "--n-trials", "2", "--quick", "--study-name", "legacy", "--students",
+                 "scratch-tiny", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
+                 "--cache-dir", stores["cache"], "--seed", "5", "--keep-models", "none"]) == 0
+    assert "it keeps distilling each trial with seed + trial number" in capsys.readouterr().out
+    study = optuna.load_study(study_name=name, storage=stores["storage"])
+    assert study.user_attrs["distill_seed_rule"] == "trial_seed"
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2  # nothing queued
+    new = study.trials[1]
+    assert isinstance(new.distributions["temperature"], FloatDistribution)
+    client = MlflowClient(tracking_uri=stores["tracking"])
+    (run,) = client.search_runs([client.get_experiment_by_name("legacy").experiment_id], "tags.role = 'trial'")
+    assert run.data.tags["distill_seed"] == "6" and run.data.tags["distill_cache_hit"] == "false"
