@@ -130,3 +130,24 @@ def test_a_study_started_before_the_rule_keeps_trial_seeds_and_its_continuous_t_
     new.set_user_attr(DISTILL_SEED_ATTR, "epoch_seed")
     with pytest.raises(UserError, match="distillation seed rule 'epoch_seed'"):
         distill_seed_rule(new)
+
+
+def test_consecutive_variants_get_their_own_sampler_seed_and_draws():
+    """The study loop reseeds the sampler before each trial from the trials started; queued trials waiting to run
+    do not count, else every variant of one distillation would get the same seed and the same random draws."""
+    from study.core.config import StudyConfig
+    from study.orchestration.pair_study import make_sampler, sampler_seed, started_trials
+
+    cfg = StudyConfig()  # one worker on a SQLite store: seed + trials started
+    space = load_space("default")
+    study = optuna.create_study(directions=DIRECTIONS)
+    seeds = []
+    for _ in range(4):
+        seeds.append(sampler_seed(cfg, started_trials(study)))
+        study.sampler = make_sampler("tpe", seeds[-1])
+        study.optimize(_objective(space), n_trials=1, callbacks=[QueueVariants(k=4, n_trials=10)])
+    assert seeds == [42, 43, 44, 45]
+    variants = [t for t in study.trials if t.user_attrs.get(VARIANT_OF_ATTR) == 0]
+    assert len(variants) == 3 and all(_kd(v) == _kd(study.trials[0]) for v in variants)
+    draws = {tuple(v.params[k] for k in ("prune_kind", "prune_ratio", "quant_scheme")) for v in variants}
+    assert len(draws) == 3

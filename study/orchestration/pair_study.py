@@ -37,11 +37,18 @@ TPE_STARTUP_TRIALS = 5  # random trials before TPE models the objectives (Optuna
 
 
 def sampler_seed(cfg: StudyConfig, stored_trials: int) -> int:
-    """``seed + trials stored`` for a lone worker on a file store (reproducible); mixed with the host and
-    process otherwise, so that concurrent workers which see the same number of trials draw differently."""
+    """``seed + trials stored`` (see ``started_trials``) for a lone worker on a file store (reproducible); mixed
+    with the host and process otherwise, so that concurrent workers which see the same number of trials draw
+    differently."""
     if cfg.workers == 1 and cfg.storage.startswith("sqlite"):
         return cfg.seed + stored_trials
     return zlib.crc32(f"{cfg.seed}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
+
+
+def started_trials(study: optuna.Study) -> int:
+    """Trials stored, less those queued and waiting: it grows with every trial started, also when the trial
+    started is a queued one (a variant), so consecutive trials never get one sampler seed and the same draws."""
+    return sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -92,7 +99,7 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     study = optuna.create_study(study_name=ctx.study_name, storage=prep.storage, directions=list(DIRECTIONS),
                                 load_if_exists=True)
     # Seeded by history: a resumed study does not replay the random draws of its first session.
-    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + started_trials(study))
     stored = study.user_attrs.get(BUDGETS_ATTR, {})  # a study stored before budgets existed ran under none
     if announce and Budgets.from_dict(stored) != cfg.budgets and completed(study):
         say(f"[{ctx.study_name}] budgets changed from ({Budgets.from_dict(stored).describe()}) to "
@@ -164,7 +171,7 @@ def _work_loop(study, cfg, ctx, objective_fn, callbacks, progress, start) -> str
             continue
         # Seeded per worker and per trial: workers that ask at the same moment never draw alike, and a
         # resumed study does not replay its first draws.
-        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, len(study.trials)))
+        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, started_trials(study)))
         try:
             study.optimize(objective_fn, n_trials=1, catch=(Exception,), callbacks=callbacks)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
