@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from objectives.bundle import write_metadata
-from objectives.distill import DistillConfig, kd_loss_fn
+from objectives.distill import DistillConfig
 from objectives.measure import Interval, Quality, Speed, bootstrap_macro_f1, evaluate, measure_speed
+from objectives.student import distilled_student
 from objectives.timing import PairedTimer, PairedTiming
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
 from objectives.quantize import (CALIBRATION_METHODS, SCHEMES, QuantConfig, SchemeUnavailable, Servable, quantize,
@@ -22,8 +23,7 @@ from study.core.config import MeasureSettings
 from objectives.context import TrialContext
 from study.core.data import DataSplit
 from study.core.errors import UserError, space_errors
-from study.core.models import build_model, load_tokenizer, teacher_subset
-from study.core.training import Encoded, encode, fit, macro_f1, pad_batch
+from study.core.training import Encoded, encode, macro_f1, pad_batch
 
 # The objectives' MLflow metric names:
 # - validation macro-F1 of the served artifact (selection never sees test labels; ``macro_f1``, the test score, is
@@ -68,7 +68,9 @@ def check_space(space: SearchSpace) -> None:
 # Over 50 lines on purpose: a trial reads top to bottom as its steps (suggest, distil, prune, quantize, serve and
 # measure); each step is one call into its own module.
 def objective(trial, ctx: TrialContext) -> TrialOutcome:
-    """Run one trial: params from ``ctx.space``, every step seeded with ``ctx.trial_seed(trial.number)``."""
+    """Run one trial: params from ``ctx.space``; the distillation seeded with ``ctx.distill_seed(trial.number)``
+    (the study's seed: trials sharing student, T and lambda share one cached student), every later step with
+    ``ctx.trial_seed(trial.number)``."""
     params = suggest(trial, ctx.space)
     seed = ctx.trial_seed(trial.number)
     timings: dict[str, float] = {}
@@ -88,24 +90,13 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         tokenizer, model = ctx.teacher.load_tokenizer(), ctx.teacher.load_network()
         train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
         distilled = {"distill_validation_macro_f1": ctx.teacher.network_f1}  # its network, not its TF-IDF member
-    else:  # distil
-        if ctx.student.from_teacher:  # the teacher's own layers: its tokenizer and weights
-            tokenizer = ctx.teacher.load_tokenizer()
-            model = teacher_subset(ctx.teacher.model_dir, ctx.student.teacher_layers)
-        else:
-            tokenizer = load_tokenizer(ctx.student, ctx.scratch_tokenizer_dir)
-            model = build_model(ctx.student, ctx.split.label_names, vocab_size=len(tokenizer), seed=seed)
+        distill_tags = {}
+    else:  # distil, or load the student a trial distilled before with the same key
         kd = DistillConfig(temperature=float(params["temperature"]), kd_lambda=float(params["kd_lambda"]))
+        student = distilled_student(ctx, kd, ctx.distill_seed(trial.number),
+                                    progress=f"trial {trial.number} epochs" if ctx.show_progress else None)
+        tokenizer, model, distilled, distill_tags = student.tokenizer, student.model, student.metrics, student.tags
         train_enc = encode(tokenizer, s.train.texts, ctx.train.max_length)
-        val_enc = encode(tokenizer, s.validation.texts, ctx.train.max_length)
-        lr = ctx.train.learning_rate_scratch if ctx.student.from_scratch else ctx.train.learning_rate_pretrained
-        result = fit(model, train=train_enc, train_labels=s.train.labels, validation=val_enc,
-                     validation_labels=s.validation.labels, loss_fn=kd_loss_fn(ctx.teacher.train_logits, kd),
-                     settings=ctx.train, learning_rate=lr, pad_id=tokenizer.pad_token_id, seed=seed,
-                     progress=f"trial {trial.number} epochs" if ctx.show_progress else None, device=ctx.device)
-        distilled = {"distill_validation_macro_f1": result.best_validation_macro_f1,
-                     "best_epoch": float(result.best_epoch),
-                     "epochs_run": float(result.epochs_run)}
     pad_id = tokenizer.pad_token_id  # the model is on the CPU in fp32 from here on: the serving target
     lap("distil")
     # prune
@@ -126,7 +117,7 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     size_mb = servable.size_bytes / 1e6
     metrics = {**served.metrics(), "nonzero_params": float(nonzero),
                "pruned_sparsity": report.sparsity, **distilled, **timings}
-    tags = {"runtime": servable.runtime, "quantizes": servable.quantizes,
+    tags = {"runtime": servable.runtime, "quantizes": servable.quantizes, **distill_tags,
             "latency_protocol": latency_protocol(ctx.measure, paired=ctx.timer is not None)}
     if OBJECTIVES[1] not in metrics:
         raise ValueError("a trial's latency objective is paired with the teacher: give its context a timer")

@@ -129,6 +129,9 @@ def _validated(name: str, spec: Any, source: str) -> Param:
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices or len(set(map(str, choices))) != len(choices):
             raise SpaceError(f"{where}: choices must be a non-empty list of distinct values")
+        if bounds is not None:  # a numeric parameter on a grid of choices: each within its range
+            for choice in choices:
+                _check_in_bounds(where, "choice", choice, bounds)
         return Param(name, kind, choices=tuple(choices))
     if kind == "fixed":
         if "value" not in spec:

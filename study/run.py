@@ -85,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="Optuna storage URL")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI,
                    help="MLflow tracking URI (a sqlite store keeps artifacts in artifacts/ beside the database)")
-    p.add_argument("--seed", type=int, default=42, help="base seed: data split, teacher, sampler; trial seed = "
-                                                        "seed + trial number")
+    p.add_argument("--seed", type=int, default=42, help="base seed: data split, teacher, sampler, distillation; "
+                                                        "trial seed (pruning, quantization, bootstrap) = seed + "
+                                                        "trial number")
     p.add_argument("--sampler", choices=SAMPLERS, default=StudyConfig.sampler,
                    help="Optuna sampler: multi-objective TPE (5 random start-up trials), NSGA-II (population 10) or random")
     p.add_argument("--validation-size", type=float, default=StudyConfig.validation_size,
@@ -111,8 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "time the network; 0 turns it off (default: W chosen on validation macro-F1 for a teacher "
                         "trained from scratch, 0 for a pretrained checkpoint)")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="where trained teachers and their logits are cached (default: $STUDY_CACHE_DIR or "
-                        "~/.cache/bert-compress-study)")
+                   help="where trained teachers, their logits and distilled students are cached (default: "
+                        "$STUDY_CACHE_DIR or ~/.cache/bert-compress-study)")
+    p.add_argument("--distill-cache-gb", type=float, default=StudyConfig.distill_cache_gb,
+                   help="size bound of the distilled students kept under --cache-dir/students for later trials, "
+                        "studies and workers (least recently used removed first); 0: no cache, every trial distils")
+    p.add_argument("--variants-per-distillation", type=int, default=StudyConfig.variants_per_distillation,
+                   metavar="K", help="after the first trial of a KD temperature and lambda, queue K-1 more trials "
+                                     "with them (the sampler draws pruning and quantization), which reuse its "
+                                     "cached student; 1: none")
     p.add_argument("--keep-models", choices=KEEP_MODELS, default="pareto",
                    help="which trials keep their model bundle as an MLflow artifact: pareto (dominated trials' "
                         "models are deleted when the study ends; metrics stay), all, or none")
@@ -151,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       heartbeat_s=args.heartbeat, workers=args.workers, validation_size=args.validation_size,
                       keep_models=args.keep_models, quiet=args.quiet, budgets=budgets_from_args(args),
                       device=resolve_device(args.device),
+                      distill_cache_gb=args.distill_cache_gb, variants_per_distillation=args.variants_per_distillation,
                       measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     cfg = quick_overrides(cfg) if cfg.quick else cfg

@@ -57,7 +57,7 @@ def test_the_checker_counts_lines_and_reads_the_reason():
     assert long_functions(f"{MARKER}: a flat list of flags\n# reads best in one place\n{long}") == []
     assert long_functions(f"{MARKER}: decorated too\n@staticmethod\n{long}") == []
     assert long_functions(f"# some other comment\n{MARKER}\n{long}") == [("f", 3, LIMIT + 1)]
-    nested = f"class C:\n    def g(self):\n" + "".join(f"        y{i} = {i}\n" for i in range(LIMIT))
+    nested = "class C:\n    def g(self):\n" + "".join(f"        y{i} = {i}\n" for i in range(LIMIT))
     assert long_functions(nested) == [("g", 2, LIMIT + 1)]
 
 

@@ -37,6 +37,8 @@ BASE = {"temperature": {"type": "float", "low": 1.0, "high": 5.0},
     ({"quant_scheme": {"type": "categorical", "choices": []}}, "non-empty list"),
     ({"prune_ratio": {"type": "float", "low": 0.0, "high": 0.5, "stepp": 0.1}}, "unexpected key"),
     ({"temperature": {"type": "normal"}}, "expected a mapping with type"),
+    ({"kd_lambda": {"type": "categorical", "choices": [0.5, 1.5]}}, "choice 1.5 is outside the allowed range"),
+    ({"temperature": {"type": "categorical", "choices": [2, "hot"]}}, "choice must be a number"),
 ])
 def test_invalid_spaces_are_rejected(tmp_path, change, message):
     with pytest.raises(SpaceError, match=message):
@@ -60,8 +62,8 @@ def test_suggest_stays_in_bounds_and_pins_fixed_values():
     for _ in range(20):
         trial = study.ask()
         values = suggest(trial, space)
-        assert 1.0 <= values["temperature"] <= 10.0
-        assert 0.0 <= values["kd_lambda"] <= 1.0
+        assert values["temperature"] in (1, 2, 3, 4, 6, 8, 10)  # on the grid, so trials share students
+        assert any(abs(values["kd_lambda"] - k / 10) < 1e-9 for k in range(11))  # in tenths
         assert values["quant_scheme"] == "onnx_dynamic_int8"
         assert values["prune_ratio"] == 0.5
         assert values["prune_kind"] in {"l1_unstructured", "heads", "ffn", "heads_ffn"}

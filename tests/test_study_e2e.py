@@ -383,3 +383,64 @@ def test_budgets_tag_every_trial_and_resuming_under_others_retags(two_trial_stud
     everything = {t.number for t in done if not any(_dominates(o.values, t.values) for o in done)}
     assert {n for n, tg in by_number.items() if tg["pareto"] == "true"} == everything
     assert all(by_number[t.number]["feasible"] == "true" for t in done) and parent["pareto_among"] == "all"
+
+
+def test_trials_share_distilled_students_through_the_cache(tmp_path):
+    """Each new (T, lambda) is distilled once (a miss) and followed by a queued variant with the same T and lambda
+    that loads it from the cache (a hit): same student, same distillation metrics, other pruning/quantization."""
+    storage, tracking, cache = f"sqlite:///{tmp_path}/o.db", f"sqlite:///{tmp_path}/m.db", tmp_path / "cache"
+    assert main(["--objective", "pareto", "--n-trials", "4", "--quick", "--study-name", "reuse", "--students",
+                 "scratch-tiny", "--storage", storage, "--tracking-uri", tracking, "--cache-dir", str(cache),
+                 "--seed", "5", "--variants-per-distillation", "2", "--quiet"]) == 0
+    study = optuna.load_study(study_name="reuse.scratch-base.scratch-tiny", storage=storage)
+    assert study.user_attrs["distill_seed_rule"] == "study_seed"
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    client = MlflowClient(tracking_uri=tracking)
+    runs = client.search_runs([client.get_experiment_by_name("reuse").experiment_id], "tags.role = 'trial'")
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in runs}
+    hits = {n for n, r in by_number.items() if r.data.tags["distill_cache_hit"] == "true"}
+    misses = {n for n, r in by_number.items() if r.data.tags["distill_cache_hit"] == "false"}
+    assert hits and misses and hits | misses == {0, 1, 2, 3}
+    for n in hits:
+        run = by_number[n]
+        assert run.data.metrics["distill_cache_hit"] == 1.0 and run.data.tags["distill_seed"] == "5"
+        source = by_number[int(run.data.tags["variant_of"])]  # the earlier trial whose T and lambda it reuses
+        assert int(run.data.tags["variant_of"]) < n and source.data.tags["distill_cache_hit"] == "false"
+        assert source.data.metrics["distill_cache_hit"] == 0.0
+        for key in ("temperature", "kd_lambda"):
+            assert run.data.params[key] == source.data.params[key]
+        for key in ("distill_validation_macro_f1", "best_epoch", "epochs_run", "distill_seconds"):
+            assert run.data.metrics[key] == source.data.metrics[key]  # the same student, not a new one
+    entries = [p for p in (cache / "students").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == len(misses)
+
+
+def test_a_study_started_before_students_were_shared_resumes_under_its_old_protocol(stores, monkeypatch, capsys):
+    """A stored study with completed trials but no distillation-seed rule (started before #18, T drawn from a
+    continuous range) resumes: its new trial distils with seed + trial number, draws T from the old range, and
+    queues no variants."""
+    import objectives.quantize
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    monkeypatch.setattr(objectives.quantize, "cpu_supports_bf16", lambda: False)
+    name = "legacy.scratch-base.scratch-tiny"
+    old = optuna.create_study(study_name=name, storage=stores["storage"],
+                              directions=["maximize", "minimize", "minimize"])
+    old.set_user_attr("dropped_schemes", {"bf16": "this CPU lacks AVX512-BF16"})
+    old.add_trial(optuna.trial.create_trial(
+        params={"temperature": 3.7, "kd_lambda": 0.42, "quant_scheme": "none"}, values=[0.5, 1.0, 1.0],
+        distributions={"temperature": FloatDistribution(1.0, 10.0, log=True), "kd_lambda": FloatDistribution(0, 1),
+                       "quant_scheme": CategoricalDistribution(["none", "torch_dynamic_int8", "onnx_fp32",
+                                                                "onnx_dynamic_int8", "onnx_static_int8"])}))
+    assert main(["--objective", "pareto", "--n-trials", "2", "--quick", "--study-name", "legacy", "--students",
+                 "scratch-tiny", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
+                 "--cache-dir", stores["cache"], "--seed", "5", "--keep-models", "none"]) == 0
+    assert "it keeps distilling each trial with seed + trial number" in capsys.readouterr().out
+    study = optuna.load_study(study_name=name, storage=stores["storage"])
+    assert study.user_attrs["distill_seed_rule"] == "trial_seed"
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2  # nothing queued
+    new = study.trials[1]
+    assert isinstance(new.distributions["temperature"], FloatDistribution)
+    client = MlflowClient(tracking_uri=stores["tracking"])
+    (run,) = client.search_runs([client.get_experiment_by_name("legacy").experiment_id], "tags.role = 'trial'")
+    assert run.data.tags["distill_seed"] == "6" and run.data.tags["distill_cache_hit"] == "false"

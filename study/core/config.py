@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -117,6 +117,12 @@ class StudyConfig:
     # where teachers and students train and bulk logits are computed (timing stays on the CPU); the CLI resolves
     # auto once (study.core.devices.resolve_device), worker i of a study takes GPU i mod the visible GPUs
     device: str = "auto"
+    # distilled students kept under <cache_dir>/students for later trials (least recently used removed first);
+    # 0: no cache, every trial distils (docs/distill-cache.md)
+    distill_cache_gb: float = 5.0
+    # trials per new distillation: after the first trial of a (T, lambda), K - 1 more are queued with that T and
+    # lambda (the sampler draws the rest), which load its student from the cache; 1: none
+    variants_per_distillation: int = 4
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -145,6 +151,12 @@ class StudyConfig:
             raise UserError(f"--fixed-length must be at least 2 tokens, got {self.measure.fixed_length}")
         if self.device not in DEVICES:
             raise UserError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not (self.distill_cache_gb >= 0 and math.isfinite(self.distill_cache_gb)):
+            raise UserError(f"--distill-cache-gb must be 0 (no cache) or a positive size in GB, got "
+                            f"{self.distill_cache_gb}")
+        if self.variants_per_distillation < 1:
+            raise UserError(f"--variants-per-distillation must be at least 1 (1: none queued), got "
+                            f"{self.variants_per_distillation}")
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 

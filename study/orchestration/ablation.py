@@ -15,6 +15,7 @@ import optuna
 
 from objectives.baseline import run_baseline
 from objectives.measure import machine_facts
+from objectives.student_cache import StudentCache, student_cache
 from objectives.trial import check_space, objective, servable_space
 from search_spaces import SearchSpace, load_space
 from study.core.config import StudyConfig, study_split
@@ -119,7 +120,8 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     smallest = _smallest_student(students, base_split, corpus.label_names, cfg.cache_dir)
     cells = grid(tuple(t.name for t in teachers), tuple(s.name for s in students), smallest)
     device = worker_device(cfg.device)
-    plan = _Plan(teachers, students, space, kd, tuple(cells), teacher_plans, device)
+    plan = _Plan(teachers, students, space, kd, tuple(cells), teacher_plans, device,
+                 student_cache(cfg.cache_dir, cfg.distill_cache_gb))
     say(f"[ablation] {len(cells)} grid rows x {ab.repeats} repeat(s) + the TF-IDF baseline; smallest student "
         f"{smallest}; KD (T, lambda) per teacher {kd}; pruning {ab.prune_kind} {ab.prune_ratio}; "
         f"quantization {ab.quant_scheme}")
@@ -226,6 +228,7 @@ class _Plan:
     cells: tuple[Cell, ...]
     teacher_plans: dict[str, TeacherPlan]  # by teacher name: fine-tuned here or used as it is
     device: str  # where teachers and students train
+    student_cache: StudentCache | None  # a student's rows share one distillation (None: --distill-cache-gb 0)
 
 
 def _run_repeat(cfg: StudyConfig, ab: AblationSettings, plan: _Plan, repeat: int, corpus, rows: _Rows,
@@ -261,7 +264,7 @@ def _run_repeat(cfg: StudyConfig, ab: AblationSettings, plan: _Plan, repeat: int
                                    student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
                                    measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
                                    show_progress=not cfg.quiet, teacher_test_predictions=ref.test_predictions,
-                                   timer=timer, device=plan.device)
+                                   timer=timer, device=plan.device, student_cache=plan.student_cache)
                 _run_cell(cell, ctx, ref.metrics, rows, row_facts, inputs, repeat, seed,
                           {"teacher_finetuned_here": str(teacher.finetuned_here).lower()})
 

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from objectives.measure import machine_facts
+from objectives.student_cache import student_cache
 from objectives.timing import PairedTimer
 from objectives.trial import DIRECTIONS, OBJECTIVES, TrialOutcome, objective
 from study.core.budgets import BUDGETS_ATTR, Budgets
@@ -26,6 +27,8 @@ from study.core.teacher import TeacherArtifacts, scratch_tokenizer
 from study.reporting.callbacks import TrialTracker, failure_reason, reconcile
 from study.orchestration.prepare import Prepared, pair_study_name, quiet_experimental, timing_footing
 from study.orchestration.reference import Reference
+from study.orchestration.reuse import (DISTILL_SEED_ATTR, VARIANT_OF_ATTR, QueueVariants, distill_seed_rule,
+                                      under_recorded_rule)
 
 
 NSGA2_POPULATION = 10  # small enough that the genetic search starts within an afternoon's trials
@@ -35,11 +38,18 @@ TPE_STARTUP_TRIALS = 5  # random trials before TPE models the objectives (Optuna
 
 
 def sampler_seed(cfg: StudyConfig, stored_trials: int) -> int:
-    """``seed + trials stored`` for a lone worker on a file store (reproducible); mixed with the host and
-    process otherwise, so that concurrent workers which see the same number of trials draw differently."""
+    """``seed + trials stored`` (see ``started_trials``) for a lone worker on a file store (reproducible); mixed
+    with the host and process otherwise, so that concurrent workers which see the same number of trials draw
+    differently."""
     if cfg.workers == 1 and cfg.storage.startswith("sqlite"):
         return cfg.seed + stored_trials
     return zlib.crc32(f"{cfg.seed}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
+
+
+def started_trials(study: optuna.Study) -> int:
+    """Trials stored, less those queued and waiting: it grows with every trial started, also when the trial
+    started is a queued one (a variant), so consecutive trials never get one sampler seed and the same draws."""
+    return sum(t.state != TrialState.WAITING for t in study.get_trials(deepcopy=False))
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -60,11 +70,13 @@ def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path, ref:
     needs_scratch = any(s.from_scratch for s in prep.students)
     tokenizer_dir = scratch_tokenizer(prep.split, prep.cfg.cache_dir) if needs_scratch else None
     facts = MappingProxyType(prep.split.facts(prep.corpus))
+    students = student_cache(prep.cfg.cache_dir, prep.cfg.distill_cache_gb)
     return [TrialContext(study_name=pair_study_name(prep.cfg, prep.teacher, student), split=prep.split,
                          teacher=teacher, student=student, scratch_tokenizer_dir=tokenizer_dir, space=prep.space,
                          train=prep.cfg.train, measure=prep.cfg.measure, seed=prep.cfg.seed, workdir=workdir,
                          data_facts=facts, show_progress=not prep.cfg.quiet and prep.cfg.workers == 1,
-                         timer=timer, teacher_test_predictions=ref.test_predictions, device=device)
+                         timer=timer, teacher_test_predictions=ref.test_predictions, device=device,
+                         student_cache=students)
             for student in prep.students]
 
 
@@ -90,17 +102,18 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     study = optuna.create_study(study_name=ctx.study_name, storage=prep.storage, directions=list(DIRECTIONS),
                                 load_if_exists=True)
     # Seeded by history: a resumed study does not replay the random draws of its first session.
-    study.sampler = make_sampler(cfg.sampler, cfg.seed + len(study.trials))
+    study.sampler = make_sampler(cfg.sampler, cfg.seed + started_trials(study))
     stored = study.user_attrs.get(BUDGETS_ATTR, {})  # a study stored before budgets existed ran under none
     if announce and Budgets.from_dict(stored) != cfg.budgets and completed(study):
         say(f"[{ctx.study_name}] budgets changed from ({Budgets.from_dict(stored).describe()}) to "
             f"({cfg.budgets.describe()}): every trial's feasible tag and the pareto tags are recomputed under the "
             "new ones when this session ends (the sampler still sees the constraint values earlier trials ran under)")
+    rule = distill_seed_rule(study)  # before anything is recorded: a study without the attr may predate it
     for key, value in {"teacher": ctx.teacher.name, "student": ctx.student.name, "data_sha256": prep.corpus.sha256,
                        "seed": cfg.seed, "sampler": cfg.sampler, "objectives": list(OBJECTIVES),
                        "teacher_identity": prep.teacher_identity,
                        "dropped_schemes": dict(prep.dropped_schemes), "timing_footing": timing_footing(cfg),
-                       BUDGETS_ATTR: cfg.budgets.as_dict()}.items():
+                       BUDGETS_ATTR: cfg.budgets.as_dict(), DISTILL_SEED_ATTR: rule}.items():
         study.set_user_attr(key, value)
     with quiet_experimental():
         study.set_metric_names(list(OBJECTIVES))  # named objectives in the Optuna dashboard, not "0", "1", "2"
@@ -128,19 +141,24 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
 def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker: TrialTracker,
          reference: dict[str, float]) -> str:
     """Start trials while completed + in-flight trials are short of ``n_trials``; wait on others' trials."""
+    ctx, old_rule = under_recorded_rule(study, ctx)
+    if old_rule:
+        say(old_rule)
     done, busy = counts(study)
     say(f"\n[{ctx.study_name}] {done} completed trial(s) stored; running until {cfg.n_trials} "
         f"(sampler {cfg.sampler}, storage {cfg.storage})")
     start = time.monotonic()
     objective_fn = tracked_objective(ctx, trial_tracker, reference, cfg.budgets)
     progress = TrialProgress(ctx.study_name, cfg.n_trials, done, quiet=cfg.quiet)
+    shared = ctx.student_cache is not None and ctx.distill_seed_rule == "study_seed"  # else variants distil again
+    variants = QueueVariants(cfg.variants_per_distillation if shared else 1, cfg.n_trials)
     try:
-        return _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start)
+        return _work_loop(study, cfg, ctx, objective_fn, [trial_tracker, progress, variants], progress, start)
     finally:
         progress.close()
 
 
-def _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start) -> str:
+def _work_loop(study, cfg, ctx, objective_fn, callbacks, progress, start) -> str:
     failures_in_row = 0
     max_failures = cfg.max_failures or cfg.n_trials
     while True:
@@ -160,9 +178,9 @@ def _work_loop(study, cfg, ctx, objective_fn, trial_tracker, progress, start) ->
             continue
         # Seeded per worker and per trial: workers that ask at the same moment never draw alike, and a
         # resumed study does not replay its first draws.
-        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, len(study.trials)))
+        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, started_trials(study)))
         try:
-            study.optimize(objective_fn, n_trials=1, catch=(Exception,), callbacks=[trial_tracker, progress])
+            study.optimize(objective_fn, n_trials=1, catch=(Exception,), callbacks=callbacks)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
             if not finished_elsewhere(exc):
                 raise
@@ -210,7 +228,9 @@ def tracked_objective(ctx: TrialContext, trial_tracker: TrialTracker, reference:
         metrics["latency_e2e_vs_baseline"] = metrics["latency_e2e_ms"] / reference["baseline_latency_e2e_ms"]
         trial.set_user_attr("metrics", metrics)
         trial.set_user_attr("resolved_params", outcome.params)
-        trial.set_user_attr("tags", {**outcome.tags, **budgets.tags(metrics)})
+        source = trial.user_attrs.get(VARIANT_OF_ATTR)  # a trial queued with the T and lambda of this one
+        variant = {} if source is None else {VARIANT_OF_ATTR: str(source)}
+        trial.set_user_attr("tags", {**outcome.tags, **variant, **budgets.tags(metrics)})
         for name, amount in budgets.constraints(metrics).items():  # TPE and NSGA-II steer by these (<= 0: met)
             trial.set_constraint(name, amount)
         trial_tracker.log_bundle(trial, outcome.artifact_dir)

@@ -47,7 +47,9 @@ class TrialProgress:
             return
         p, v = trial_params(trial), trial.values
         seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        say(f"[{self.study_name}] trial {trial.number} done ({len(done)}/{self.n_trials}, {seconds:.0f}s): "
+        hit = trial.user_attrs.get("tags", {}).get("distill_cache_hit") == "true"
+        cached = ", student from the cache" if hit else ""
+        say(f"[{self.study_name}] trial {trial.number} done ({len(done)}/{self.n_trials}, {seconds:.0f}s{cached}): "
             f"T={p['temperature']:.2f} lambda={p['kd_lambda']:.2f} {pruning_label(p['prune_kind'], p['prune_ratio'])} "
             f"quant={p['quant_scheme']} -> validation macro-F1 {v[0]:.4f}, latency {v[1]:.3f}x the teacher's, {v[2]:.2f} MB")
 
