@@ -341,16 +341,33 @@ def _own_validation_macro_f1(folder: Path, split, max_length: int) -> float:
     return float(f1_score(split.validation.labels, predicted, average="macro"))
 
 
+def _saved_dataset_dict(folder: Path, split) -> Path:
+    """``split``'s train/validation/test parts saved as a Hugging Face DatasetDict, labels as a ClassLabel."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    features = Features({"text": Value("string"), "label": ClassLabel(names=list(split.label_names))})
+    DatasetDict({name: Dataset.from_dict({"text": list(part.texts), "label": part.labels.tolist()},
+                                         features=features)
+                 for name, part in (("train", split.train), ("validation", split.validation), ("test", split.test))}
+                ).save_to_disk(str(folder))
+    return folder
+
+
 @pytest.mark.slow
-def test_a_fine_tuned_teacher_folder_runs_a_study_with_no_training_epoch(fine_tuned_folder, tmp_path, monkeypatch):
+def test_a_fine_tuned_teacher_folder_runs_a_study_from_a_dataset_dict_with_no_training_epoch(
+        fine_tuned_folder, demo_split, tmp_path, monkeypatch):
+    """#17's done-when: a quick study from a DatasetDict folder with a saved fine-tuned teacher, no teacher
+    training; the split is the dataset's own and the teacher's macro-F1 in the run is the folder model's."""
     from mlflow.tracking import MlflowClient
 
     from study.core.config import study_split
-    from study.core.demo import demo_corpus
+    from study.core.sources import load_data
     from study.run import build_parser, config_from_args, main
 
     _no_training(monkeypatch)  # the teacher is never trained: any fit or MLM epoch of it fails the study
-    argv = ["--objective", "pareto", "--quick", "--n-trials", "1", "--teacher", str(fine_tuned_folder),
+    data = _saved_dataset_dict(tmp_path / "demo-dict", demo_split)
+    argv = ["--objective", "pareto", "--quick", "--n-trials", "1", "--data", str(data),
+            "--teacher", str(fine_tuned_folder),
             "--students", "teacher-l1", "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri",
             f"sqlite:///{tmp_path}/mlflow.db", "--cache-dir", str(tmp_path / "cache"), "--study-name", "as-is",
             "--seed", "5"]
@@ -364,8 +381,11 @@ def test_a_fine_tuned_teacher_folder_runs_a_study_with_no_training_epoch(fine_tu
         assert run.data.tags["teacher_finetuned_here"] == "false" and run.data.tags["teacher_head"] == "reordered"
         assert run.data.tags["student_head"] == "kept" and run.data.tags["tokenizer_mismatch"] == "false"
     assert trial.info.status == "FINISHED"
+    sizes = (str(len(demo_split.train)), str(len(demo_split.validation)), str(len(demo_split.test)))
+    assert (trial.data.params["split_train"], trial.data.params["split_validation"],
+            trial.data.params["split_test"]) == sizes  # the dataset's own parts
     cfg = config_from_args(build_parser().parse_args(argv))
-    own = _own_validation_macro_f1(fine_tuned_folder, study_split(demo_corpus(), cfg), cfg.train.max_length)
+    own = _own_validation_macro_f1(fine_tuned_folder, study_split(load_data(cfg.data_spec), cfg), cfg.train.max_length)
     assert own > 0.5  # it learnt the task, so a wrong column order would show in its macro-F1
     assert parent.data.metrics["teacher_validation_macro_f1"] == pytest.approx(own, abs=1e-9)
     assert parent.data.params["teacher_tfidf_weight"] == "0.0" and parent.data.params["teacher_baseline_kd"] == "0.0"
