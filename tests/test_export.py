@@ -80,7 +80,10 @@ def test_registry_versions_load_as_pyfunc(exported):
     assert len(versions) == len([p for p in exported["out"].iterdir() if p.is_dir()])
     mlflow.set_tracking_uri(exported["tracking"])
     mlflow.set_registry_uri(exported["tracking"])
-    model = mlflow.pyfunc.load_model(f"models:/exp-pareto/{versions[0].version}")
+    uri = f"models:/exp-pareto/{versions[0].version}"
+    local = Path(mlflow.artifacts.download_artifacts(uri))  # models from code: readable source, no pickled object
+    assert (local / "pyfunc_model.py").exists() and not list(local.glob("**/python_model.pkl"))
+    model = mlflow.pyfunc.load_model(uri)
     out = model.predict(pd.DataFrame({"text": ["I feel so happy after the match", "we feel furious at the news"]}))
     assert list(out.columns[:1]) == ["label"] and len(out) == 2
     assert set(out["label"]) <= {"anger", "joy", "sadness"}

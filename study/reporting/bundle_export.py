@@ -177,20 +177,18 @@ def _export_one(tracker: Tracker, name: str, trial: FrozenTrial, out: Path, data
 
 def register(tracker: Tracker, folder: Path, run_id: str, name: str, trial: FrozenTrial,
              description: str | None = None) -> str:
-    """Log the bundle as a pyfunc model in its trial's run and register it as a version of ``name``;
-    returns "name/version"."""
+    """Log the bundle as a pyfunc model in its trial's run (models from code: objectives/pyfunc_model.py, no
+    pickled Python object) and register it as a version of ``name``; returns "name/version"."""
     import onnxruntime
     import tokenizers
     import torch
     import transformers
 
-    from objectives.pyfunc import BundleModel
-
     requirements = [f"transformers=={transformers.__version__}", f"tokenizers=={tokenizers.__version__}",
                     f"onnxruntime=={onnxruntime.__version__}", f"torch=={torch.__version__.split('+')[0]}",
                     "numpy", "pandas"]
     return tracker.register_model(
-        run_id, name, BundleModel(), artifacts={"bundle": str(folder)},
+        run_id, name, str(ROOT / "objectives" / "pyfunc_model.py"), artifacts={"bundle": str(folder)},
         code_paths=[str(ROOT / "objectives"), str(ROOT / "study")], pip_requirements=requirements,
         tags={"study": trial.user_attrs.get("study", ""), "trial_number": str(trial.number), "run_id": run_id},
         description=description)

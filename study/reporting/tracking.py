@@ -88,7 +88,8 @@ class Tracker:
     def register_model(self, run_id: str, name: str, python_model, *, artifacts: dict[str, str],
                        code_paths: list[str], pip_requirements: list[str], tags: dict[str, str],
                        description: str | None = None) -> str:
-        """Log ``python_model`` (an ``mlflow.pyfunc.PythonModel``) as the model ``pyfunc-model`` of run ``run_id``
+        """Log ``python_model`` (the path of a models-from-code file that calls ``mlflow.models.set_model``, or an
+        ``mlflow.pyfunc.PythonModel``, which MLflow pickles) as the model ``pyfunc-model`` of run ``run_id``
         and register it as a new version of ``name``, with ``tags`` and ``description``; returns "name/version".
         ``pip_requirements`` gets this MLflow's own pin in front."""
         import mlflow
