@@ -156,7 +156,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
     predictions: dict[tuple, np.ndarray] = {}
     status = "FAILED"
     workdir = Path(tempfile.mkdtemp(prefix="ablation-"))
-    students = student_cache(cfg.cache_dir, cfg.distill_cache_gb)  # a student's rows share one distillation
+    distilled = student_cache(cfg.cache_dir, cfg.distill_cache_gb)  # a student's rows share one distillation
     try:
         for repeat in range(ab.repeats):
             seed = cfg.seed + repeat
@@ -187,7 +187,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
                                            student=student, scratch_tokenizer_dir=tok_dir, space=pinned, train=cfg.train,
                                            measure=cfg.measure, seed=seed, workdir=workdir, data_facts=facts,
                                            show_progress=not cfg.quiet, teacher_test_predictions=ref.test_predictions,
-                                           timer=timer, student_cache=students)
+                                           timer=timer, student_cache=distilled)
                         began = time.perf_counter()
                         outcome = objective(optuna.trial.FixedTrial({}), ctx)
                         shutil.rmtree(ctx.trial_dir(0), ignore_errors=True)
