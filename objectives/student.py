@@ -33,7 +33,8 @@ def distilled_student(ctx: TrialContext, kd: DistillConfig, seed: int, progress:
         model, metrics = distil(ctx, tokenizer, kd, seed, progress)
         return _student(tokenizer, model, metrics, hit=False, seed=seed)
     ingredients = key_ingredients(teacher=ctx.teacher, student=ctx.student, temperature=kd.temperature,
-                                  kd_lambda=kd.kd_lambda, seed=seed, train=ctx.train, split=ctx.split)
+                                  kd_lambda=kd.kd_lambda, seed=seed, train=ctx.train, split=ctx.split,
+                                  device=ctx.device)
 
     def build(folder: Path) -> dict[str, float]:
         model, metrics = distil(ctx, tokenizer, kd, seed, progress)

@@ -29,9 +29,11 @@ FOLDER = "students"  # under --cache-dir
 
 
 def key_ingredients(*, teacher: TeacherArtifacts, student: ModelSpec, temperature: float, kd_lambda: float,
-                    seed: int, train: TrainSettings, split: DataSplit) -> dict[str, Any]:
-    """Everything a distilled student's weights depend on, as JSON-ready data (kept in each entry's meta)."""
-    return {"format": FORMAT_VERSION,
+                    seed: int, train: TrainSettings, split: DataSplit, device: str = "cpu") -> dict[str, Any]:
+    """Everything a distilled student's weights depend on, as JSON-ready data (kept in each entry's meta). The
+    device's kind is one of them (``cuda:1`` -> ``cuda``): a student trained under bf16 autocast on a GPU is not
+    the one a CPU would train, so the two never stand in for each other."""
+    return {"format": FORMAT_VERSION, "train_device": str(device).split(":")[0],
             "teacher": {"cache_key": teacher.cache_key, "tfidf_weight": float(teacher.tfidf_weight)},
             "student": student.key(), "temperature": float(temperature), "kd_lambda": float(kd_lambda),
             "seed": int(seed), "train": asdict(train),

@@ -41,6 +41,9 @@ def test_the_key_changes_with_every_ingredient_and_only_then(demo_split):
     key = student_key(key_ingredients(**base))
     assert len(key) == 64 and student_key(key_ingredients(**base)) == key  # stable
     assert student_key(key_ingredients(**{**base, "temperature": 2})) == key  # an int T is the same T
+    assert student_key(key_ingredients(**{**base, "device": "cpu"})) == key  # the CPU by default
+    assert student_key(key_ingredients(**{**base, "device": "cuda:0"})) == student_key(
+        key_ingredients(**{**base, "device": "cuda:1"}))  # the device's kind, not which GPU
     changed = {
         "teacher network": {"teacher": _teacher(demo_split, cache_key="other")},
         "teacher tfidf member": {"teacher": _teacher(demo_split, tfidf_weight=0.3)},
@@ -52,6 +55,7 @@ def test_the_key_changes_with_every_ingredient_and_only_then(demo_split):
         "split seed": {"split": split_corpus(demo_corpus(), seed=4)},
         "part sizes": {"split": replace(demo_split, train=limit_part(demo_split.train, 50, 0))},
         "corpus": {"split": replace(demo_split, corpus_sha256="0" * 64)},
+        "device kind": {"device": "cuda:1"},
     }
     keys = {what: student_key(key_ingredients(**{**base, **change})) for what, change in changed.items()}
     assert key not in keys.values() and len(set(keys.values())) == len(keys), keys
