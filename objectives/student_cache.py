@@ -17,7 +17,8 @@ from typing import Any
 from study.core.config import TrainSettings
 from study.core.data import DataSplit
 from study.core.models import ModelSpec
-from study.core.teacher import TeacherArtifacts, _atomic_dir
+from study.core.atomic import atomic_dir
+from study.core.teacher import TeacherArtifacts
 
 # Bump when what a key names changes meaning (the distillation code, the entry's layout): old entries are
 # then never hit again and age out of the cache.
@@ -87,7 +88,7 @@ class StudentCache:
             meta = _read_meta(final)  # another worker may have distilled it while this one waited
             hit = meta is not None
             if not hit:
-                _atomic_dir(final, lambda tmp: _write_entry(tmp, key, build, ingredients))
+                atomic_dir(final, lambda tmp: _write_entry(tmp, key, build, ingredients))
                 meta = _read_meta(final)
             _touch(final)
             yield Entry(final, meta, hit=hit)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import softmax
 
+from study.core.atomic import atomic_dir
 from study.core.config import SCRATCH_BASELINE_KD, TEACHER_FINETUNE, TrainSettings
 from study.core.data import DataSplit
 from study.core.errors import UserError
@@ -103,27 +102,12 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
 
 
-def _atomic_dir(final: Path, build) -> None:
-    """Build a directory in a temporary sibling, then rename it into place (no half-written cache)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        build(tmp)
-        if final.exists():  # another worker finished first: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def scratch_tokenizer(split: DataSplit, cache_dir: Path) -> Path:
     """The WordPiece tokenizer shared by scratch models, trained on the training part only."""
     key = _digest("wordpiece-v2", split.corpus_sha256, str(split.seed), str(len(split.train)))
     final = cache_dir / "tokenizers" / key
     if not (final / "tokenizer.json").exists():
-        _atomic_dir(final, lambda tmp: train_wordpiece(split.train.texts, tmp))
+        atomic_dir(final, lambda tmp: train_wordpiece(split.train.texts, tmp))
     return final
 
 
@@ -236,12 +220,12 @@ def prepare_teacher(spec: ModelSpec, split: DataSplit, settings: TrainSettings, 
         log(f"[teacher] fine-tuning {spec.name} once on {len(split.train)} training texts "
             f"(cached at {final}; later studies reuse it)")
         tokenizer_dir = scratch_tokenizer(split, cache_dir) if spec.from_scratch else None
-        _atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress,
+        atomic_dir(final, lambda tmp: _train_teacher(spec, split, settings, seed, tmp, tokenizer_dir, log, progress,
                                                       plan.labels, device))
     else:
         log(f"[teacher] {spec.name}, used as it is: its logits on the {len(split.train)} training and "
             f"{len(split.validation)} validation texts are computed once (cached at {final}; later studies reuse them)")
-        _atomic_dir(final, lambda tmp: _use_as_is(plan, split, settings, seed, tmp, log, device))
+        atomic_dir(final, lambda tmp: _use_as_is(plan, split, settings, seed, tmp, log, device))
     meta = json.loads((final / "meta.json").read_text())
     logits = np.load(final / "logits.npz")
     network = TeacherArtifacts(name=spec.name, directory=final, train_logits=logits["train"],
@@ -298,7 +282,7 @@ def tfidf_member(network: TeacherArtifacts, split: DataSplit, weight: float | No
         log(f"[teacher] TF-IDF member weight {chosen:g} ({member['chosen_on']}): the ensemble's validation "
             f"macro-F1 {f1:.4f}, the network's alone {network.validation_macro_f1:.4f}")
 
-    _atomic_dir(final, build)
+    atomic_dir(final, build)
     return final
 
 
