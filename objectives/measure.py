@@ -216,19 +216,32 @@ def latency_pass(call: Callable, singles: list, min_seconds: float) -> list[floa
 
 
 def throughput(call: Callable, batches: list, batch_lengths: list[int], settings: MeasureSettings) -> float:
-    """Examples per second: the median over ``settings.repeats`` passes of whole sweeps over ``batches``
-    (each pass lasting at least ``min_pass_seconds``), after one warm-up call at every batch shape."""
+    """Examples per second: the median over passes of whole sweeps over ``batches`` (each pass lasting at least
+    ``min_pass_seconds``; as many passes as ``steady_passes`` takes), after one warm-up call at every batch shape."""
     for item in batches:
         call(item)
-    rates = []
-    for _ in range(settings.repeats):
+
+    def one_pass() -> float:
         examples, start = 0, time.perf_counter()
         while examples == 0 or time.perf_counter() - start < settings.min_pass_seconds:
             for item in batches:
                 call(item)
             examples += sum(batch_lengths)
-        rates.append(examples / (time.perf_counter() - start))
-    return statistics.median(rates)
+        return examples / (time.perf_counter() - start)
+
+    return statistics.median(steady_passes(one_pass, settings))
+
+
+def steady_passes(one_pass: Callable[[], float], settings: MeasureSettings) -> list[float]:
+    """The values of successive timed passes: at least ``settings.min_repeats`` and at most ``settings.repeats``,
+    stopping as soon as their pass-to-pass CV is at most ``settings.stop_cv`` (further passes of a steady
+    measurement would only confirm its median; an unsteady one gets every pass the protocol allows)."""
+    values = []
+    while len(values) < max(1, settings.repeats):
+        values.append(one_pass())
+        if len(values) >= settings.min_repeats and cv(values) <= settings.stop_cv:
+            break
+    return values
 
 
 def iqr(times: list[float]) -> float:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from objectives.measure import cv, iqr, latency_pass, steady_timing, throughput, warm_up
+from objectives.measure import cv, iqr, latency_pass, steady_passes, steady_timing, throughput, warm_up
 from study.core.timing_lock import timing_exclusive
 from study.core.config import MeasureSettings
 
@@ -84,6 +84,7 @@ class PairedTiming:
 # -- inside the timing process -------------------------------------------------------------------------
 
 _loaded: dict[str, object] = {}  # the teacher's bundles, loaded once per timing process
+_warmed: set[tuple[str, int]] = set()  # ... and fully warmed up once per timing process (folder, threads)
 _tasks_done = 0
 
 
@@ -136,8 +137,11 @@ def time_in_this_process(candidate: str, teacher_torch: str, teacher_onnx: str, 
               "candidate": _bundle(candidate, threads, keep=candidate in (teacher_torch, teacher_onnx))}
     latency_texts = texts[:settings.latency_examples]
     calls = {name: _latency_call(bundle, latency_texts, settings) for name, bundle in models.items()}
+    warmed = {name for name, directory in (("teacher", teacher_torch), ("teacher_onnx", teacher_onnx))
+              if (directory, threads) in _warmed}
     with timing_exclusive(), steady_timing(threads):
-        medians, candidate_times = _paired_blocks(calls, settings)
+        medians, candidate_times = _paired_blocks(calls, settings, warmed)
+        _warmed.update({(teacher_torch, threads), (teacher_onnx, threads)})
         rate, e2e_times = _candidate_throughput_and_e2e(models["candidate"], calls["candidate"][0], texts,
                                                          latency_texts, settings)
     return _paired_timing(medians, candidate_times, rate, e2e_times, settings)
@@ -149,35 +153,63 @@ def _latency_call(bundle, latency_texts: list[str], settings: MeasureSettings):
     return (lambda x: bundle.predictor.logits(*x)), _singles(bundle, latency_texts, settings.fixed_length)
 
 
-def _paired_blocks(calls: dict, settings: MeasureSettings) -> tuple[dict[str, list[float]], list[float]]:
-    """Warm each model up, then time ``settings.paired_blocks`` blocks, one latency pass per model in each
-    (who goes first rotated from block to block). Returns each model's pass medians, block by block, and every
-    timed call of the candidate."""
+def _paired_blocks(calls: dict, settings: MeasureSettings,
+                   warmed: set[str] = frozenset()) -> tuple[dict[str, list[float]], list[float]]:
+    """Warm each model up (those in ``warmed`` were warmed up on an earlier artifact: ``settings.warmup`` calls
+    are enough for them), then time blocks, one latency pass per model in each (who goes first rotated from
+    block to block): ``settings.paired_blocks`` of them, then more, up to ``settings.max_paired_blocks``, while
+    the interval of the candidate's latency relative to the teacher is wider than ``settings.interval_tolerance``
+    of its median on either side. Returns each model's pass medians, block by block, and every timed call of the
+    candidate."""
     order = list(calls)
     medians: dict[str, list[float]] = {name: [] for name in order}
     candidate_times: list[float] = []
     for name in order:
-        warm_up(*calls[name], settings)
-    for block in range(settings.paired_blocks):
+        call, singles = calls[name]
+        if name in warmed:  # its kernels are built and its allocator settled: settle the CPU only
+            for i in range(settings.warmup):
+                call(singles[i % len(singles)])
+        else:
+            warm_up(call, singles, settings)
+    block = 0
+    while block < settings.paired_blocks or (block < settings.max_paired_blocks and not _tight(medians, settings)):
         for name in order[block % 3:] + order[:block % 3]:  # rotate who goes first
             call, singles = calls[name]
             times = latency_pass(call, singles, settings.min_pass_seconds)
             medians[name].append(statistics.median(times))
             if name == "candidate":
                 candidate_times.extend(times)
+        block += 1
     return medians, candidate_times
+
+
+def _tight(medians: dict[str, list[float]], settings: MeasureSettings) -> bool:
+    """Whether the interval of the median of the blocks' candidate/teacher ratios so far lies within
+    ``settings.interval_tolerance`` of that median on both sides."""
+    relative = [c / t for t, c in zip(medians["teacher"], medians["candidate"])]
+    low, high, _ = median_interval(relative)
+    middle = statistics.median(relative)
+    return high - middle <= settings.interval_tolerance * middle and middle - low <= settings.interval_tolerance * middle
 
 
 def _candidate_throughput_and_e2e(bundle, call, texts: list[str], latency_texts: list[str],
                                   settings: MeasureSettings) -> tuple[float, list[float]]:
-    """The candidate's throughput at the batch size of the protocol, and its batch-1 times from raw text."""
+    """The candidate's throughput at the batch size of the protocol, and its batch-1 times from raw text (as
+    many passes as ``steady_passes`` takes)."""
     batches = _batches(bundle, texts, settings.throughput_batch_size, settings.throughput_batches,
                        settings.fixed_length)
     rate = throughput(call, batches, [len(b[0]) for b in batches], settings)
     e2e = lambda item: bundle.predict(item)  # noqa: E731 - raw texts in, labels out
     raw = [[t] for t in latency_texts]
     warm_up(e2e, raw, settings)
-    e2e_times = [t for _ in range(settings.repeats) for t in latency_pass(e2e, raw, settings.min_pass_seconds)]
+    e2e_times: list[float] = []
+
+    def one_pass() -> float:
+        times = latency_pass(e2e, raw, settings.min_pass_seconds)
+        e2e_times.extend(times)
+        return statistics.median(times)
+
+    steady_passes(one_pass, settings)
     return rate, e2e_times
 
 
@@ -198,7 +230,7 @@ def _paired_timing(medians: dict[str, list[float]], candidate_times: list[float]
         teacher_onnx_latency_ms=statistics.median(medians["teacher_onnx"]), speedup=statistics.median(ratios),
         speedup_ci=(low, high), relative_latency=statistics.median(relative),
         relative_latency_ci=(low_relative, high_relative), speedup_onnx=statistics.median(ratios_best),
-        speedup_onnx_ci=(low_onnx, high_onnx), blocks=settings.paired_blocks, coverage=coverage, pid=os.getpid(),
+        speedup_onnx_ci=(low_onnx, high_onnx), blocks=len(ratios), coverage=coverage, pid=os.getpid(),
         process_task=_tasks_done)
 
 

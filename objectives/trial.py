@@ -131,11 +131,15 @@ def latency_protocol(m: MeasureSettings, paired: bool) -> str:
     common = (f"{m.threads} intra-op thread(s), batch 1 over the first {m.latency_examples} test texts at their own "
               f"lengths{f' padded to {m.fixed_length} tokens' if m.fixed_length else ''}, passes of whole sweeps "
               f"lasting >= {m.min_pass_seconds} s after >= {m.warmup} warm-up calls over >= {m.warmup_seconds} s "
-              f"and one untimed pass; throughput at batch {m.throughput_batch_size}")
+              f"and one untimed pass (a teacher: once per timing process); throughput at batch "
+              f"{m.throughput_batch_size} and end-to-end latency over {m.min_repeats}-{m.repeats} passes, stopping "
+              f"once their CV <= {m.stop_cv:.0%}")
     if paired:
         return (f"timed from the bundle's files in a separate process (recycled every {m.timing_process_tasks} "
                 f"artifacts, holding the machine-wide timing lock) in {m.paired_blocks} blocks alternating with the "
-                f"fp32 teacher in PyTorch and in ONNX Runtime; latency = median of the candidate's calls, "
+                f"fp32 teacher in PyTorch and in ONNX Runtime, and more (up to {m.max_paired_blocks}) while the "
+                f"interval of latency_vs_teacher is wider than +-{m.interval_tolerance:.0%} of it; latency = median "
+                f"of the candidate's calls, "
                 f"speed-ups = median of the blocks' paired ratios; {common}; latency_e2e_ms from raw text "
                 f"(normalisation and tokenization included)")
     return (f"timed in this process: median of {m.repeats} passes, retaken while the pass-to-pass CV > "

@@ -18,6 +18,16 @@ from study.core.libraries import quiet_libraries
 MODES = ("pareto", "report", "ablation")
 
 
+def variants_count(text: str) -> int | str:
+    """``--variants-per-distillation``: auto, or a whole number (checked, with the other flags, by StudyConfig)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
+
+
 # Over 50 lines on purpose: one add_argument per flag, in --help order; a flat list is the easiest to scan.
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -117,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-cache-gb", type=float, default=StudyConfig.distill_cache_gb,
                    help="size bound of the distilled students kept under --cache-dir/students for later trials, "
                         "studies and workers (least recently used removed first); 0: no cache, every trial distils")
-    p.add_argument("--variants-per-distillation", type=int, default=StudyConfig.variants_per_distillation,
-                   metavar="K", help="after the first trial of a KD temperature and lambda, queue K-1 more trials "
-                                     "with them (the sampler draws pruning and quantization), which reuse its "
-                                     "cached student; 1: none")
+    p.add_argument("--variants-per-distillation", type=variants_count, default=StudyConfig.variants_per_distillation,
+                   metavar="K|auto", help="after the first trial of a KD temperature and lambda, queue K-1 more "
+                                          "trials with them (the sampler draws pruning and quantization), which "
+                                          "reuse its cached student; 1: none; auto: as many as fit in the time its "
+                                          "distillation took, at what that trial spent after it (at most 15)")
     p.add_argument("--keep-models", choices=KEEP_MODELS, default="pareto",
                    help="which trials keep their model bundle as an MLflow artifact: pareto (dominated trials' "
                         "models are deleted when the study ends; metrics stay), all, or none")

@@ -151,3 +151,30 @@ def test_consecutive_variants_get_their_own_sampler_seed_and_draws():
     assert len(variants) == 3 and all(_kd(v) == _kd(study.trials[0]) for v in variants)
     draws = {tuple(v.params[k] for k in ("prune_kind", "prune_ratio", "quant_scheme")) for v in variants}
     assert len(draws) == 3
+
+
+def test_auto_queues_as_many_variants_as_fit_in_the_distillations_time():
+    from study.orchestration.reuse import auto_variants
+
+    stages = {"time_prune_s": 0.5, "time_quantize_s": 1.0, "time_evaluate_s": 1.5, "time_measure_s": 12.0}
+    assert auto_variants({"distill_seconds": 150.0, **stages}) == 10  # 150 s of distillation, 15 s after it
+    assert auto_variants({"distill_seconds": 18.0, **stages}) == 1
+    assert auto_variants({"distill_seconds": 5.0, **stages}) == 0  # cheaper to distil than to compress: none
+    assert auto_variants({"distill_seconds": 3600.0, **stages}) == 15  # bounded
+    assert auto_variants({**stages}) == 0  # no distillation (the teacher compressed itself)
+
+
+def test_auto_reads_the_first_trials_own_timings():
+    space = load_space("default")
+    study = optuna.create_study(directions=DIRECTIONS, sampler=optuna.samplers.RandomSampler(seed=2))
+
+    def timed(trial):
+        trial.set_user_attr("metrics", {"distill_seconds": 30.0, "time_measure_s": 10.0})
+        return _objective(space)(trial)
+
+    study.optimize(timed, n_trials=1, callbacks=[QueueVariants(k="auto", n_trials=20)])
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 3 and {t.user_attrs[VARIANT_OF_ATTR] for t in waiting} == {0}
+    bounded = optuna.create_study(directions=DIRECTIONS, sampler=optuna.samplers.RandomSampler(seed=2))
+    bounded.optimize(timed, n_trials=1, callbacks=[QueueVariants(k="auto", n_trials=3)])
+    assert len(bounded.get_trials(states=(TrialState.WAITING,))) == 2  # 3 wanted, room for 2 within n_trials

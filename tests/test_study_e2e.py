@@ -136,6 +136,18 @@ def test_pareto_tag_is_exactly_the_non_dominated_set(two_trial_study, tmp_path):
             "size_mb"} <= set(rows[0])
     html = client.download_artifacts(parent.info.run_id, "pareto_front.html", str(tmp_path))
     assert "plotly" in open(html).read(200000).lower()
+    # the secondary all-cores timings: taken at the study's end for the front's trials only (2 cores here)
+    import os
+
+    if (os.cpu_count() or 1) > 1:
+        timed = {r.info.run_id for r in runs if "latency_ms_allcores" in r.data.metrics}
+        assert timed == expected
+        for r in runs:
+            if r.info.run_id in timed:
+                m = r.data.metrics
+                assert m["latency_ms_allcores"] > 0 and m["throughput_per_s_allcores"] > 0
+                assert m["speedup_vs_teacher_onnx_allcores_ci_low"] <= m["speedup_vs_teacher_onnx_allcores"]
+        assert parent.data.metrics["teacher_latency_ms_allcores"] > 0
 
 
 def test_rerun_resumes_up_to_the_total(two_trial_study):
@@ -188,6 +200,7 @@ def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
         (["--teacher-tfidf-weight", "-0.5"], "--teacher-tfidf-weight must be in [0, 1]"),
         (["--teacher-mlm-epochs", "-1"], "0 or more"),
         (["--n-trials", "0"], "at least 1"),
+        (["--variants-per-distillation", "0"], "must be auto or a whole number of at least 1"),
         (["--space", "nope"], "search space 'nope' not found"),
     ):
         trials = [] if "--n-trials" in args else ["--n-trials", "1"]

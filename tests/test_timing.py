@@ -69,7 +69,7 @@ def test_paired_timing_in_a_recycled_process(bundles, demo_split, monkeypatch, t
     monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))
     settings = replace(MeasureSettings(), warmup=2, warmup_seconds=0.0, latency_examples=8, repeats=2,
                        min_pass_seconds=0.01, throughput_batches=2, throughput_batch_size=4, paired_blocks=3,
-                       timing_process_tasks=2)
+                       max_paired_blocks=3, timing_process_tasks=2)
     timer = PairedTimer(bundles["teacher"], bundles["teacher_onnx"], demo_split.test.texts, settings)
     try:
         first, second, third = (timer.time(bundles["candidate"]) for _ in range(3))
@@ -92,7 +92,8 @@ def _time_forever(bundle_dirs, texts, lock_dir, pid_file):
     os.environ["STUDY_TIMING_LOCK_DIR"] = lock_dir
     timer = PairedTimer(bundle_dirs["teacher"], bundle_dirs["teacher_onnx"], texts,
                         replace(MeasureSettings(), warmup=1, warmup_seconds=0.0, latency_examples=4, repeats=1,
-                                min_pass_seconds=0.01, throughput_batches=1, throughput_batch_size=2, paired_blocks=1))
+                                min_pass_seconds=0.01, throughput_batches=1, throughput_batch_size=2, paired_blocks=1,
+                                max_paired_blocks=1))
     timing = timer.time(bundle_dirs["candidate"])
     with open(pid_file, "w") as fh:
         fh.write(str(timing.pid))
@@ -123,3 +124,62 @@ def test_the_timing_process_ends_when_the_study_process_is_killed(bundles, demo_
         time.sleep(0.2)
     os.kill(timing_pid, signal.SIGKILL)
     pytest.fail("the timing process outlived the killed study process by 30 s")
+
+
+def _scripted(candidate_medians: list[float]):
+    """A stand-in for ``latency_pass``: the teacher's passes take 1 ms a call, the candidate's pass medians
+    follow ``candidate_medians`` (then repeat its last)."""
+    given = iter(candidate_medians)
+    last = [candidate_medians[-1]]
+
+    def latency_pass(call, singles, min_seconds):
+        if call == "candidate":
+            last[0] = next(given, last[0])
+            return [last[0]]
+        return [1.0]
+
+    return latency_pass
+
+
+def _scripted_calls():
+    return {"teacher": ("teacher", [0]), "candidate": ("candidate", [0]), "teacher_onnx": ("teacher_onnx", [0])}
+
+
+def test_blocks_stop_at_the_minimum_when_the_interval_is_tight_and_add_more_while_it_is_wide(monkeypatch):
+    import objectives.timing as timing
+
+    monkeypatch.setattr(timing, "warm_up", lambda *a: None)
+    settings = replace(MeasureSettings(), warmup=0, paired_blocks=6, max_paired_blocks=10, interval_tolerance=0.10)
+    monkeypatch.setattr(timing, "latency_pass", _scripted([0.20, 0.21, 0.20, 0.19, 0.20, 0.205]))
+    medians, _ = timing._paired_blocks(_scripted_calls(), settings)
+    assert len(medians["candidate"]) == 6  # within +-10% after 6 blocks: the protocol's minimum, no more
+    monkeypatch.setattr(timing, "latency_pass", _scripted([0.10, 0.30, 0.20, 0.12, 0.28, 0.20]))
+    medians, _ = timing._paired_blocks(_scripted_calls(), settings)
+    assert len(medians["candidate"]) == 10  # 0.12..0.28 around 0.20 stays wider than +-10%: up to the maximum
+
+
+def test_a_teacher_is_warmed_up_fully_once_per_timing_process(monkeypatch):
+    import objectives.timing as timing
+
+    full = []
+    monkeypatch.setattr(timing, "warm_up", lambda call, singles, settings: full.append(call))
+    monkeypatch.setattr(timing, "latency_pass", _scripted([0.2]))
+    calls = {name: ((lambda item, name=name: None), [0]) for name in ("teacher", "candidate", "teacher_onnx")}
+    settings = replace(MeasureSettings(), warmup=3, paired_blocks=1, max_paired_blocks=1)
+    timing._paired_blocks(calls, settings)
+    assert full == [calls["teacher"][0], calls["candidate"][0], calls["teacher_onnx"][0]]
+    full.clear()
+    timing._paired_blocks(calls, settings, warmed={"teacher", "teacher_onnx"})
+    assert full == [calls["candidate"][0]]  # the candidate is new every time: always the whole warm-up
+
+
+def test_throughput_and_end_to_end_passes_stop_once_steady():
+    from objectives.measure import steady_passes
+
+    settings = replace(MeasureSettings(), repeats=5, min_repeats=3, stop_cv=0.03)
+    steady = iter([100.0, 101.0, 100.5, 99.0, 100.0])
+    assert steady_passes(lambda: next(steady), settings) == [100.0, 101.0, 100.5]
+    unsteady = iter([100.0, 130.0, 90.0, 100.0, 120.0])
+    assert steady_passes(lambda: next(unsteady), settings) == [100.0, 130.0, 90.0, 100.0, 120.0]
+    settling = iter([100.0, 130.0, 100.0, 101.0, 100.0])  # CV of 4 passes > 3%: all 5 passes
+    assert len(steady_passes(lambda: next(settling), settings)) == 5

@@ -59,7 +59,10 @@ class MeasureSettings:
     warmup: int = 10  # untimed calls before timing, then one untimed pass over every timed input
     warmup_seconds: float = 1.0  # ... and the warm-up calls last at least this long
     latency_examples: int = 100  # test texts timed one by one at batch 1, in order
-    repeats: int = 5  # timed passes over those texts (the CV across passes is reported)
+    repeats: int = 5  # timed passes over those texts (the CV across passes is reported); of throughput and
+    #                   end-to-end latency: at most this many ...
+    min_repeats: int = 3  # ... and at least this many, stopping as soon as their pass-to-pass CV <= stop_cv
+    stop_cv: float = 0.03
     min_pass_seconds: float = 0.5  # a timed pass repeats whole sweeps over its inputs until it lasts this long
     max_cv: float = 0.10  # a measurement whose pass-to-pass CV exceeds this is taken again ...
     max_attempts: int = 3  # ... up to this many times in all; the steadiest attempt is reported
@@ -68,6 +71,8 @@ class MeasureSettings:
     fixed_length: int | None = None  # pad every timed input to this many tokens (None: real lengths)
     paired_blocks: int = 6  # blocks of (teacher, candidate, teacher in ONNX Runtime) passes in the timing process;
     #                         6 is the fewest whose min..max of paired ratios covers the median with >= 95%
+    max_paired_blocks: int = 10  # more blocks, up to this many, while latency_vs_teacher's interval is wider than
+    interval_tolerance: float = 0.10  # +- this fraction of its median (docs/metrics.md, "When timing stops")
     timing_process_tasks: int = 10  # artifacts a timing process times before a fresh one replaces it
 
     def all_cores(self) -> MeasureSettings:
@@ -122,7 +127,7 @@ class StudyConfig:
     distill_cache_gb: float = 5.0
     # trials per new distillation: after the first trial of a (T, lambda), K - 1 more are queued with that T and
     # lambda (the sampler draws the rest), which load its student from the cache; 1: none
-    variants_per_distillation: int = 4
+    variants_per_distillation: int | str = "auto"  # K, or auto (docs/distill-cache.md)
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -154,9 +159,10 @@ class StudyConfig:
         if not (self.distill_cache_gb >= 0 and math.isfinite(self.distill_cache_gb)):
             raise UserError(f"--distill-cache-gb must be 0 (no cache) or a positive size in GB, got "
                             f"{self.distill_cache_gb}")
-        if self.variants_per_distillation < 1:
-            raise UserError(f"--variants-per-distillation must be at least 1 (1: none queued), got "
-                            f"{self.variants_per_distillation}")
+        k = self.variants_per_distillation
+        if not (k == "auto" or (isinstance(k, int) and not isinstance(k, bool) and k >= 1)):
+            raise UserError(f"--variants-per-distillation must be auto or a whole number of at least 1 (1: none "
+                            f"queued), got {k!r}")
         if self.measure.threads < 1:
             raise UserError(f"--threads must be at least 1, got {self.measure.threads}")
 

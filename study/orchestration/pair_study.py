@@ -151,7 +151,8 @@ def work(study: optuna.Study, ctx: TrialContext, cfg: StudyConfig, trial_tracker
     objective_fn = tracked_objective(ctx, trial_tracker, reference, cfg.budgets)
     progress = TrialProgress(ctx.study_name, cfg.n_trials, done, quiet=cfg.quiet)
     shared = ctx.student_cache is not None and ctx.distill_seed_rule == "study_seed"  # else variants distil again
-    variants = QueueVariants(cfg.variants_per_distillation if shared else 1, cfg.n_trials)
+    variants = QueueVariants(cfg.variants_per_distillation if shared else 1, cfg.n_trials,
+                             log=None if cfg.quiet else say)
     try:
         return _work_loop(study, cfg, ctx, objective_fn, [trial_tracker, progress, variants], progress, start)
     finally:

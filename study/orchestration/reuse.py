@@ -70,24 +70,48 @@ def param_of(name: str, distribution: BaseDistribution) -> Param:
     raise ValueError(f"parameter {name}: no search-space entry for {type(distribution).__name__}")
 
 
+AUTO = "auto"
+AUTO_MAX_VARIANTS = 15  # at most this many queued per distillation under --variants-per-distillation auto
+AFTER_DISTILLATION = ("prune", "quantize", "evaluate", "measure")  # a trial's stages that a variant repeats
+
+
+def auto_variants(metrics: dict[str, float]) -> int:
+    """How many variants to queue after a distillation under ``auto``: as many as fit in the time that
+    distillation took, at the cost the trial paid after it (pruning, quantization, scoring, timing), so a study
+    spends about as long on compressing each student as on distilling it; 0 to AUTO_MAX_VARIANTS."""
+    distil = metrics.get("distill_seconds", 0.0)
+    rest = sum(metrics.get(f"time_{stage}_s", 0.0) for stage in AFTER_DISTILLATION)
+    if distil <= 0 or rest <= 0:
+        return 0
+    return max(0, min(AUTO_MAX_VARIANTS, round(distil / rest)))
+
+
 class QueueVariants:
     """Optuna callback: after the first completed trial of a (T, lambda) in the study, queue ``k - 1`` trials
-    with that T and lambda fixed (the sampler draws pruning and quantization), within ``n_trials`` in all.
+    with that T and lambda fixed (the sampler draws pruning and quantization), within ``n_trials`` in all;
+    with ``k="auto"``, as many as ``auto_variants`` says from that trial's own timings.
 
     They load the student that trial distilled from the cache instead of distilling again. Decided from the
     study alone (not from whether the cache had the student), so a study draws the same trials whether the
-    cache is warm or cold, and two workers never queue for one (T, lambda): the one whose trial has the lower
-    number does. Queued trials (``variant_of``) queue none themselves; a resumed study finds its queued trials
-    waiting in the storage and queues none again.
+    cache is warm or cold (under ``auto``, up to the timings), and two workers never queue for one
+    (T, lambda): the one whose trial has the lower number does. Queued trials (``variant_of``) queue none
+    themselves; a resumed study finds its queued trials waiting in the storage and queues none again.
     """
 
-    def __init__(self, k: int, n_trials: int):
+    def __init__(self, k: int | str, n_trials: int, log=None):
         self.k = k
         self.n_trials = n_trials
+        self.log = log
+
+    def wanted(self, trial: FrozenTrial) -> int:
+        """How many variants of ``trial`` to queue (before the ``n_trials`` bound)."""
+        if self.k == AUTO:
+            return auto_variants(trial.user_attrs.get("metrics", {}))
+        return int(self.k) - 1
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         fixed = {name: trial.params[name] for name in KD_PARAMS if name in trial.params}
-        if self.k <= 1 or trial.state != TrialState.COMPLETE or VARIANT_OF_ATTR in trial.user_attrs or not fixed:
+        if self.k in (1, "1") or trial.state != TrialState.COMPLETE or VARIANT_OF_ATTR in trial.user_attrs or not fixed:
             return
         trials = study.get_trials(deepcopy=False)
         if any(t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
@@ -96,5 +120,9 @@ class QueueVariants:
         if any(t.user_attrs.get(VARIANT_OF_ATTR) == trial.number for t in trials):
             return  # queued already
         planned = sum(t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING) for t in trials)
-        for _ in range(min(self.k - 1, self.n_trials - planned)):
+        count = max(0, min(self.wanted(trial), self.n_trials - planned))
+        for _ in range(count):
             study.enqueue_trial(fixed, user_attrs={VARIANT_OF_ATTR: trial.number}, skip_if_exists=False)
+        if count and self.log is not None:
+            self.log(f"[{study.study_name}] queued {count} variant(s) of trial {trial.number} "
+                     f"(T={fixed.get('temperature')}, lambda={fixed.get('kd_lambda')}) that reuse its student")

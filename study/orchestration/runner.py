@@ -22,6 +22,7 @@ from study.core.teacher import prepare_teacher
 from study.core.training import set_compute_threads
 from study.reporting.tracking import Tracker
 from study.orchestration.finish import finish_study
+from study.orchestration.front_timing import time_front_on_all_cores
 from study.orchestration.pair_study import open_pair_study, pair_contexts, work
 from study.orchestration.prepare import Prepared, data_lines, prepare
 from study.orchestration.reference import Reference, add_baseline, announce_teacher, measure_reference
@@ -98,8 +99,12 @@ def run_pairs(prep: Prepared, contexts: list[TrialContext], opened: list, ref: R
         for proc in helpers:
             proc.join(timeout=60)
         for ctx, (study, trial_tracker) in zip(contexts, opened):
-            finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id,
-                         statuses.get(ctx.study_name, "FAILED"), cfg.keep_models, cfg.budgets)
+            status = statuses.get(ctx.study_name, "FAILED")
+            front = finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id, status,
+                                 cfg.keep_models, cfg.budgets)
+            if status == "FINISHED":
+                time_front_on_all_cores(ctx.study_name, front, prep.tracker, trial_tracker.parent_run_id,
+                                        ref.torch_bundle, ref.onnx_bundle, prep.split.test.texts, cfg.measure)
 
 
 def report_fronts(cfg: StudyConfig, contexts: list[TrialContext], opened: list) -> dict[str, list]:
