@@ -55,7 +55,7 @@ def hypervolume(points: list[tuple[float, float, float]], teacher: dict[str, flo
     return float(compute_hypervolume(inside, reference, assume_pareto=False))
 
 
-def _prepare(cfg: StudyConfig, data: Path | None, student_name: str, device: str | None = None):
+def prepare_run(cfg: StudyConfig, data: Path | None, student_name: str, device: str | None = None):
     """The checked specs, the search space, the corpus, the split and the (cached) teacher of a run (trained on
     ``device`` if not cached; None: the CPU)."""
     teacher_spec = resolve_model(cfg.teacher)
@@ -79,7 +79,7 @@ def _prepare(cfg: StudyConfig, data: Path | None, student_name: str, device: str
 def one_run(cfg: StudyConfig, data: Path | None, student_name: str, sampler: str, seed: int, n_trials: int) -> dict:
     """One sampler's study at one seed: its completed trials' (macro-F1, latency, size), and the fp32
     teacher measured first in the same process."""
-    _, student, space, _, split, teacher = _prepare(cfg, data, student_name)
+    _, student, space, _, split, teacher = prepare_run(cfg, data, student_name)
     if cfg.quick:  # every trial scores the test part: a stratified subset keeps quick runs short
         split = replace(split, test=limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed))
     with tempfile.TemporaryDirectory(prefix="bench-samplers-") as tmp:
@@ -112,7 +112,7 @@ def one_run(cfg: StudyConfig, data: Path | None, student_name: str, sampler: str
 def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[str], seeds: list[int],
         n_trials: int) -> dict:
     """Every sampler at every seed, each run in a fresh process (see ``in_fresh_process``)."""
-    teacher_spec, _, _, corpus, split, _ = _prepare(cfg, data, student_name)  # checks input, trains the teacher once
+    teacher_spec, _, _, corpus, split, _ = prepare_run(cfg, data, student_name)  # checks input, trains the teacher once
     test_examples = len(limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed)) if cfg.quick else len(split.test)
     rows = [in_fresh_process(one_run, cfg, data, student_name, name, seed, n_trials)
             for name in samplers for seed in seeds]

@@ -13,7 +13,8 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.common import cold_student_cache, data_path, in_fresh_process, reuse_counts, study_config
-from benchmarks.samplers import _prepare, hypervolume, paired_p_values, sampler_seeds
+from benchmarks.samplers import hypervolume, paired_p_values, prepare_run, sampler_seeds
+from objectives.measure import machine_facts
 from study.core.config import DEFAULT_STUDENTS, StudyConfig
 from study.core.devices import worker_device
 from study.core.errors import UserError
@@ -142,7 +143,7 @@ def paired_difference(rows: list[dict], seeds: list[int]) -> dict:
 def run(base: StudyConfig, data: Path | None, student: str, seeds: list[int], seconds: float) -> dict:
     """Both arms at every sampler seed, each (arm, seed) a study in a fresh process; the teacher trained once
     first, into the shared cache that every run links."""
-    teacher_spec, _, _, corpus, _, _ = _prepare(base, data, student, device=worker_device(base.device))
+    teacher_spec, _, _, corpus, _, _ = prepare_run(base, data, student, device=worker_device(base.device))
     rows = [in_fresh_process(arm_run, base, arm, seed, seconds) for seed in seeds for arm in ARMS]
     summary = {}
     for arm in ARMS:
@@ -151,7 +152,9 @@ def run(base: StudyConfig, data: Path | None, student: str, seeds: list[int], se
         summary[arm] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "runs": len(values),
                         "mean_counted": statistics.fmean(r["counted"] for r in mine),
                         "mean_distillations": statistics.fmean(r["distillations"] for r in mine)}
+    facts = machine_facts()
     return {"mode": "wall_clock", "wall_clock_s": seconds, "teacher": teacher_spec.name, "student": student,
+            "machine": f"{facts['cpu']} ({facts['cpu_count']} cores)", "machine_facts": facts,
             "data": corpus.source, "quick": base.quick, "sampler": base.sampler, "seeds": seeds, "seed": base.seed,
             "variants_per_distillation": base.variants_per_distillation, "arms": list(ARMS), "rows": rows,
             "summary": summary, "paired": paired_difference(rows, seeds)}
@@ -179,7 +182,7 @@ def table(result: dict) -> str:
     lines.append(f"p-values: {PAIRED_TESTS}.")
     lines.append(f"Each search: {result['wall_clock_s']:g} s from its first trial's start, only trials completed "
                  f"within it counted; teacher {result['teacher']}, student {result['student']}, sampler "
-                 f"{result['sampler']} (the study's default), K = {result['variants_per_distillation']}; each run a "
-                 "fresh process with a cold student cache; hypervolume of (-validation macro-F1, latency/teacher, "
-                 "size/teacher) against the reference point (0, 1, 1).")
+                 f"{result['sampler']} (the study's default), K = {result['variants_per_distillation']}, on "
+                 f"{result['machine']}; each run a fresh process with a cold student cache; hypervolume of "
+                 "(-validation macro-F1, latency/teacher, size/teacher) against the reference point (0, 1, 1).")
     return "\n".join(lines)

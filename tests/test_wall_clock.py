@@ -125,6 +125,7 @@ def test_the_table_gives_each_arm_the_difference_and_the_verdict():
     for r in rows:
         r.update(counted=3, completed=4, distillations=1 if r["arm"] == "reuse" else 3)
     result = {"wall_clock_s": 20.0, "teacher": "scratch-tiny", "student": "scratch-tiny", "sampler": "tpe",
+              "machine": "Some CPU (2 cores)",
               "variants_per_distillation": 4, "seeds": seeds, "rows": rows, "paired": paired_difference(rows, seeds),
               "summary": {"reuse": {"mean": 0.35, "std": 0.05, "runs": 2, "mean_counted": 3, "mean_distillations": 1},
                           "per-trial": {"mean": 0.15, "std": 0.05, "runs": 2, "mean_counted": 3,
@@ -133,6 +134,7 @@ def test_the_table_gives_each_arm_the_difference_and_the_verdict():
     assert "reuse minus per-trial at the same sampler seed: +0.2000" in text and "ahead at 2 of 2 seeds" in text
     assert "0.3000 (3/4, 1)" in text and "0.1000 (3/4, 3)" in text
     assert "Verdict: reuse does not beat per-trial at 20 s per search" in text and "cannot fall below 0.5" in text
+    assert "on Some CPU (2 cores)" in text
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -190,6 +192,7 @@ def test_wall_clock_benchmark_runs_both_arms_through_the_study(tmp_path, capsys)
                  "--seeds", "2", "--cache-dir", str(tmp_path / "cache"), "--json-out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["mode"] == "wall_clock" and result["wall_clock_s"] == 60 and result["seeds"] == [1000, 1001]
+    assert "cores)" in result["machine"] and result["student"] == "scratch-tiny"
     assert [(r["arm"], r["seed"]) for r in result["rows"]] == [(a, s) for s in (1000, 1001) for a in ARMS]
     for r in result["rows"]:
         assert r["counted"] <= r["completed"] and r["completed"] >= 1 and len(r["values"]) == r["counted"]
