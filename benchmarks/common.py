@@ -48,6 +48,50 @@ def load_split(cfg: StudyConfig, data: Path | None) -> tuple[Corpus, DataSplit]:
     return corpus, study_split(corpus, cfg)
 
 
+TEACHER_CACHE_FOLDERS = ("teachers", "tokenizers")  # study.core.teacher's folders under --cache-dir
+
+
+def cold_student_cache(shared: Path, folder: Path) -> Path:
+    """``folder`` made into a cache dir for one measured run: it starts without distilled students, and links
+    every other entry of the ``shared`` cache dir (the teachers with their logits and TF-IDF members, the
+    tokenizers; created there if missing), so the run trains no teacher again and what it adds to them is kept.
+
+    A run that found students cached by an earlier one would count their distillations as free.
+    """
+    from objectives.student_cache import FOLDER as STUDENTS
+
+    shared = Path(shared).expanduser().resolve()
+    for name in TEACHER_CACHE_FOLDERS:
+        (shared / name).mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True)
+    for entry in sorted(shared.iterdir()):
+        if entry.name != STUDENTS:
+            (folder / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
+    return folder
+
+
+def pair_trials(cfg: StudyConfig) -> list:
+    """Every trial (any state) of the pair studies of study ``cfg.study_name`` in ``cfg.storage``."""
+    import optuna
+
+    from study.reporting.front import pair_studies
+
+    return [t for name in pair_studies(cfg.storage, cfg.study_name)
+            for t in optuna.load_study(study_name=name, storage=cfg.storage).get_trials(deepcopy=False)]
+
+
+def reuse_counts(trials: list) -> dict[str, float]:
+    """How the completed ``trials`` got their students: ``distillations`` (metric ``distill_cache_hit`` 0: the
+    trial distilled), ``cache_hits`` (1: loaded from the student cache), ``cache_hit_rate`` (hits / trials; NaN
+    without trials) and ``variants`` (trials queued after a new distillation: user attr ``variant_of``)."""
+    from study.orchestration.reuse import VARIANT_OF_ATTR
+
+    hits = [t.user_attrs.get("metrics", {}).get("distill_cache_hit") for t in trials]
+    return {"distillations": sum(h == 0.0 for h in hits), "cache_hits": sum(h == 1.0 for h in hits),
+            "cache_hit_rate": sum(h == 1.0 for h in hits) / len(trials) if trials else float("nan"),
+            "variants": sum(VARIANT_OF_ATTR in t.user_attrs for t in trials)}
+
+
 def write_json(path: Path | None, result: dict) -> None:
     if path is not None:
         path.write_text(json.dumps(result, indent=2, default=float))

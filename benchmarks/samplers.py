@@ -1,5 +1,7 @@
 """``python -m benchmarks.samplers``: random, TPE and NSGA-II at equal trial budgets over several seeds,
-compared by the hypervolume of the Pareto front each finds (one reference point for all)."""
+compared by the hypervolume of the Pareto front each finds (one reference point for all). With --wall-clock
+SECONDS: the study's default search (distilled students reused) against one distillation per trial, at that
+wall-clock budget per search and paired sampler seeds, each run a real study (benchmarks/wall_clock.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_proc
 from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective, servable_space
 from search_spaces import load_space
-from study.core.config import SAMPLERS, StudyConfig
+from study.core.config import DEFAULT_STUDENTS, SAMPLERS, StudyConfig
 from objectives.context import TrialContext
 from study.core.data import limit_part
 from study.core.errors import UserError, space_errors
@@ -31,6 +33,7 @@ from study.core.teacher import prepare_teacher, scratch_tokenizer
 QUICK_TEST_EXAMPLES = 1000
 PAIRED_TESTS = ("two-sided, paired by seed (null: no difference from random): Wilcoxon signed-rank "
                 "(scipy.stats.wilcoxon, zero differences dropped) and paired t-test (scipy.stats.ttest_rel)")
+DEFAULT_SAMPLERS = "random,tpe,nsga2"
 UNUSED_WITHOUT_STUDENT = {"temperature": 1.0, "kd_lambda": 0.0}  # pinned: no distillation happens
 
 
@@ -52,8 +55,9 @@ def hypervolume(points: list[tuple[float, float, float]], teacher: dict[str, flo
     return float(compute_hypervolume(inside, reference, assume_pareto=False))
 
 
-def _prepare(cfg: StudyConfig, data: Path | None, student_name: str):
-    """The checked specs, the search space, the corpus, the split and the (cached) teacher of a run."""
+def prepare_run(cfg: StudyConfig, data: Path | None, student_name: str, device: str | None = None):
+    """The checked specs, the search space, the corpus, the split and the (cached) teacher of a run (trained on
+    ``device`` if not cached; None: the CPU)."""
     teacher_spec = resolve_model(cfg.teacher)
     student = None if student_name == "teacher" else resolve_model(student_name)
     for spec in (teacher_spec, student):
@@ -68,14 +72,14 @@ def _prepare(cfg: StudyConfig, data: Path | None, student_name: str):
         if student is None:  # compressing the teacher itself: T and lambda do nothing, so they are not searched
             space = space.pinned(**UNUSED_WITHOUT_STUDENT)
     corpus, split = load_split(cfg, data)
-    teacher = prepare_teacher(teacher_spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say)
+    teacher = prepare_teacher(teacher_spec, split, cfg.train, cfg.cache_dir, cfg.seed, log=say, device=device)
     return teacher_spec, student, space, corpus, split, teacher
 
 
 def one_run(cfg: StudyConfig, data: Path | None, student_name: str, sampler: str, seed: int, n_trials: int) -> dict:
     """One sampler's study at one seed: its completed trials' (macro-F1, latency, size), and the fp32
     teacher measured first in the same process."""
-    _, student, space, _, split, teacher = _prepare(cfg, data, student_name)
+    _, student, space, _, split, teacher = prepare_run(cfg, data, student_name)
     if cfg.quick:  # every trial scores the test part: a stratified subset keeps quick runs short
         split = replace(split, test=limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed))
     with tempfile.TemporaryDirectory(prefix="bench-samplers-") as tmp:
@@ -108,7 +112,7 @@ def one_run(cfg: StudyConfig, data: Path | None, student_name: str, sampler: str
 def run(cfg: StudyConfig, data: Path | None, student_name: str, samplers: list[str], seeds: list[int],
         n_trials: int) -> dict:
     """Every sampler at every seed, each run in a fresh process (see ``in_fresh_process``)."""
-    teacher_spec, _, _, corpus, split, _ = _prepare(cfg, data, student_name)  # checks input, trains the teacher once
+    teacher_spec, _, _, corpus, split, _ = prepare_run(cfg, data, student_name)  # checks input, trains the teacher once
     test_examples = len(limit_part(split.test, QUICK_TEST_EXAMPLES, cfg.seed)) if cfg.quick else len(split.test)
     rows = [in_fresh_process(one_run, cfg, data, student_name, name, seed, n_trials)
             for name in samplers for seed in seeds]
@@ -204,18 +208,34 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = benchmark_parser("python -m benchmarks.samplers", __doc__,
-                         quick_help="the study's --quick training and timing settings, and 1,000 of the test texts")
-    p.add_argument("--student", default="teacher",
+                         quick_help="the study's --quick training and timing settings, and 1,000 of the test texts "
+                                    "(with --wall-clock: the study's --quick as it is)")
+    p.add_argument("--student", default=None,
                    help="student to distil into, or 'teacher' to compress the teacher itself (no distillation: "
-                        "the fastest trials; T and lambda are then not searched)")
-    p.add_argument("--samplers", default="random,tpe,nsga2", help=f"comma-separated, of {', '.join(SAMPLERS)}")
-    p.add_argument("--seeds", type=int, default=3, help="sampler seeds per sampler")
-    p.add_argument("--n-trials", type=int, default=20, help="trials per run")
+                        "the fastest trials; T and lambda are then not searched); default: teacher, and with "
+                        f"--wall-clock {DEFAULT_STUDENTS[0]} (a real student is required there)")
+    p.add_argument("--samplers", default=None,
+                   help=f"comma-separated, of {', '.join(SAMPLERS)} (default: {DEFAULT_SAMPLERS}); ignored with "
+                        f"--wall-clock (both arms use the study's default sampler, {StudyConfig.sampler})")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="sampler seeds per sampler (with --wall-clock: per arm, paired; the exact two-sided "
+                        "Wilcoxon p cannot fall below 2/2^seeds, so p < 0.05 needs at least 6)")
+    p.add_argument("--n-trials", type=int, default=20, help="trials per run; ignored with --wall-clock")
     p.add_argument("--space", default="default", help="search space name or YAML file")
+    p.add_argument("--wall-clock", type=float, default=None, metavar="SECONDS",
+                   help="instead of samplers at equal trial counts, compare the study's default search (student "
+                        "cache on, --variants-per-distillation queued) with one distillation per trial (--distill-"
+                        "cache-gb 0) at SECONDS of search each, through the real study; only trials completed within "
+                        "SECONDS of the first trial's start count; the data split and teacher stay --seed's, the "
+                        "sampler seed varies")
     args = p.parse_args(argv)
+    if args.wall_clock is not None:
+        from benchmarks import wall_clock  # it builds on this module
+
+        return finish(lambda: wall_clock.from_args(args), wall_clock.table, args.json_out)
 
     def compute() -> dict:
-        samplers = names(args.samplers)
+        samplers = names(args.samplers or DEFAULT_SAMPLERS)
         unknown = [s for s in samplers if s not in SAMPLERS]
         if unknown or not samplers:
             raise UserError(f"--samplers: unknown {', '.join(unknown) or '(none given)'}; known: {', '.join(SAMPLERS)}")
@@ -224,9 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.n_trials < 1:
             raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
         cfg = study_config(args, space=args.space)
-        return run(cfg, data_path(args), args.student, samplers, [1000 + i for i in range(args.seeds)], args.n_trials)
+        return run(cfg, data_path(args), args.student or "teacher", samplers, sampler_seeds(args.seeds),
+                   args.n_trials)
 
     return finish(compute, table, args.json_out)
+
+
+def sampler_seeds(n: int) -> list[int]:
+    """The sampler seeds of ``--seeds n``."""
+    return [1000 + i for i in range(n)]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """``python -m benchmarks.throughput``: trials per hour of the pareto study in its quick and full settings,
-each trial's time broken down by stage (distil, prune, quantize, evaluate, measure)."""
+each trial's time broken down by stage (distil, prune, quantize, evaluate, measure), with how often a trial
+found its distilled student in the cache (each setting starts with a cold student cache)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
-from benchmarks.common import benchmark_parser, data_path, finish, names, study_config
+from benchmarks.common import (benchmark_parser, cold_student_cache, data_path, finish, names, pair_trials,
+                               reuse_counts, study_config)
 from study.core.config import DEFAULT_STUDENTS
 from study.core.errors import UserError
 from study.reporting.progress import say
@@ -18,21 +22,21 @@ STAGES = ("distil", "prune", "quantize", "evaluate", "measure")
 
 
 def measure_setting(args: argparse.Namespace, quick: bool, n_trials: int, students: tuple[str, ...]) -> dict:
-    """Run a real pareto study (throwaway stores) in one setting; time every trial and its stages."""
-    import optuna
+    """Run a real pareto study (throwaway stores, a cold student cache beside the shared teachers) in one
+    setting; time every trial and its stages, and count how its trials got their students."""
+    from optuna.trial import TrialState
 
-    from study.reporting.front import completed, pair_studies
     from study.orchestration.runner import run_pareto
 
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         cfg = study_config(args, quick=quick, students=students, n_trials=n_trials, study_name="throughput",
                            storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=f"sqlite:///{tmp}/mlflow.db",
                            quiet=True, keep_models="none", data=data_path(args))
+        cfg = replace(cfg, cache_dir=cold_student_cache(cfg.cache_dir, Path(tmp) / "cache"))
         start = time.perf_counter()
         run_pareto(cfg)
         wall = time.perf_counter() - start
-        trials = [t for name in pair_studies(cfg.storage, cfg.study_name)
-                  for t in completed(optuna.load_study(study_name=name, storage=cfg.storage))]
+        trials = [t for t in pair_trials(cfg) if t.state == TrialState.COMPLETE]
     if not trials:
         raise UserError("no trial completed; see the study's messages above")
     seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in trials]
@@ -42,27 +46,38 @@ def measure_setting(args: argparse.Namespace, quick: bool, n_trials: int, studen
             "mean_trial_s": statistics.fmean(seconds), "median_trial_s": statistics.median(seconds),
             "trials_per_hour": 3600.0 * len(trials) / trial_total, "stage_mean_s": stages,
             "setup_s": wall - trial_total,  # teacher (trained or cached), reference timing, baseline, fronts
+            **reuse_counts(trials),  # distillations, cache hits, hit rate, queued variants
+            "timing_s_per_trial": stages["measure"],  # what the isolated, paired timing adds to each trial
             "max_epochs": cfg.train.max_epochs, "train_examples_limit": cfg.train.max_train_examples,
             "max_length": cfg.train.max_length}
 
 
 def table(result: dict) -> str:
     head = (f"{'setting':<8} {'trials':>6} {'trials/h':>9} {'mean s':>8} "
-            + " ".join(f"{s:>9}" for s in STAGES) + f" {'setup s':>8}")
+            + " ".join(f"{s:>9}" for s in STAGES) + f" {'setup s':>8} {'hit rate':>8} {'distil.':>7} {'variants':>8}")
     lines = [head, "-" * len(head)]
     for r in result["settings"]:
         lines.append(f"{r['setting']:<8} {r['trials']:6d} {r['trials_per_hour']:9.1f} {r['mean_trial_s']:8.1f} "
-                     + " ".join(f"{r['stage_mean_s'][s]:9.1f}" for s in STAGES) + f" {r['setup_s']:8.0f}")
+                     + " ".join(f"{r['stage_mean_s'][s]:9.1f}" for s in STAGES) + f" {r['setup_s']:8.0f}"
+                     + f" {r['cache_hit_rate']:8.0%} {r['distillations']:7d} {r['variants']:8d}")
+    for r in result["settings"]:
+        lines.append(f"{r['setting']}: the isolated timing (measure) adds {r['timing_s_per_trial']:.1f} s per trial.")
     lines.append(f"Teacher {result['teacher']}, students {','.join(result['students'])}, on {result['machine']}. "
                  "Stage columns are mean seconds per trial; trials/h = 3600 x trials / summed trial time; setup = "
-                 "teacher training or cache load, the teacher's reference timing, the baseline and the fronts.")
+                 "teacher training or cache load, the teacher's reference timing, the baseline and the fronts; "
+                 "hit rate = trials that loaded their distilled student from the cache (each setting starts with "
+                 "none cached), distil. = trials that distilled, variants = trials queued after a new distillation.")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = benchmark_parser("python -m benchmarks.throughput", __doc__,
                          quick_help="measure the quick setting only (default: the quick and the full setting)")
-    p.add_argument("--n-trials", type=int, default=3, help="trials per teacher/student pair and setting")
+    p.add_argument("--n-trials", type=int, default=20,
+                   help="trials per teacher/student pair and setting; 20 is what the README's main command runs: "
+                        "with reuse, the rate depends on how many trials share each distillation (a new one, then "
+                        "the variants --variants-per-distillation auto queues), so a shorter run would count a "
+                        "larger share of cheap variants than a real study does")
     p.add_argument("--students", default=",".join(DEFAULT_STUDENTS), help="comma-separated students")
     args = p.parse_args(argv)
     from objectives.measure import machine_facts

@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="base seed: data split, teacher, sampler, distillation; "
                                                         "trial seed (pruning, quantization, bootstrap) = seed + "
                                                         "trial number")
+    p.add_argument("--sampler-seed", type=int, default=None,
+                   help="the sampler's base seed instead of --seed: search again with other draws on the same "
+                        "split, teacher and distillation seed (the cached teacher and students are reused)")
     p.add_argument("--sampler", choices=SAMPLERS, default=StudyConfig.sampler,
                    help="Optuna sampler: multi-objective TPE (5 random start-up trials), NSGA-II (population 10) or random")
     p.add_argument("--validation-size", type=float, default=StudyConfig.validation_size,
@@ -166,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       teacher=args.teacher, teacher_finetune=args.teacher_finetune, label_map=args.label_map,
                       students=students, n_trials=args.n_trials, timeout=args.timeout,
                       study_name=args.study_name, storage=args.storage, tracking_uri=args.tracking_uri,
-                      seed=args.seed, sampler=args.sampler, space=args.space, quick=args.quick,
+                      seed=args.seed, sampler_seed=args.sampler_seed, sampler=args.sampler, space=args.space, quick=args.quick,
                       heartbeat_s=args.heartbeat, workers=args.workers, validation_size=args.validation_size,
                       keep_models=args.keep_models, quiet=args.quiet, budgets=budgets_from_args(args),
                       device=resolve_device(args.device),
@@ -174,6 +177,8 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
                       measure=MeasureSettings(threads=args.threads, fixed_length=args.fixed_length),
                       **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     cfg = quick_overrides(cfg) if cfg.quick else cfg
+    if args.sampler_seed is not None and args.sampler_seed < 0:
+        raise UserError(f"--sampler-seed must be 0 or more, got {args.sampler_seed}")
     if args.teacher_mlm_epochs is not None:
         if args.teacher_mlm_epochs < 0:
             raise UserError(f"--teacher-mlm-epochs must be 0 or more, got {args.teacher_mlm_epochs}")

@@ -117,7 +117,14 @@ def test_throughput_benchmark_reports_trials_per_hour_and_stages(tmp_path, capsy
     staged = sum(quick["stage_mean_s"][s] for s in STAGES)
     assert 0 < staged <= quick["mean_trial_s"]  # the stages are parts of the trial's time
     assert quick["stage_mean_s"]["distil"] > 0 and quick["stage_mean_s"]["measure"] > 0
-    assert "trials/h" in capsys.readouterr().out
+    # a cold student cache: trial 0 distils and queues variants of its T and lambda; trial 1 is one, a cache hit
+    assert (quick["distillations"], quick["cache_hits"], quick["variants"]) == (1, 1, 1)
+    assert quick["cache_hit_rate"] == 0.5 and quick["timing_s_per_trial"] == quick["stage_mean_s"]["measure"]
+    assert not (tmp_path / "cache" / "students").exists()  # the students stayed in the setting's own cache
+    assert any((tmp_path / "cache" / "teachers").iterdir())  # the teacher is kept for later runs
+    printed = capsys.readouterr().out
+    assert "trials/h" in printed and "hit rate" in printed and "50%" in printed
+    assert "the isolated timing (measure) adds" in printed
 
 
 @pytest.mark.slow

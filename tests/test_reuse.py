@@ -178,3 +178,44 @@ def test_auto_reads_the_first_trials_own_timings():
     bounded = optuna.create_study(directions=DIRECTIONS, sampler=optuna.samplers.RandomSampler(seed=2))
     bounded.optimize(timed, n_trials=1, callbacks=[QueueVariants(k="auto", n_trials=3)])
     assert len(bounded.get_trials(states=(TrialState.WAITING,))) == 2  # 3 wanted, room for 2 within n_trials
+
+
+def test_sampler_seed_changes_the_first_draws_and_leaves_the_split_alone():
+    """--sampler-seed re-runs the search with other draws on the same split and teacher (benchmarks.samplers
+    --wall-clock pairs its arms by it); without it the sampler starts from --seed as before."""
+    from study.core.config import study_split
+    from study.core.demo import demo_corpus
+    from study.orchestration.pair_study import make_sampler, sampler_seed, search_seed
+    from study.run import build_parser, config_from_args
+
+    default = config_from_args(build_parser().parse_args(["--storage", "sqlite:///x.db"]))
+    other = config_from_args(build_parser().parse_args(["--storage", "sqlite:///x.db", "--sampler-seed", "7"]))
+    assert (default.sampler_seed, other.sampler_seed, other.seed) == (None, 7, default.seed)
+    assert search_seed(default) == default.seed and search_seed(other) == 7
+    assert [sampler_seed(other, n) for n in range(3)] == [7, 8, 9]  # a lone worker on SQLite: seed + trials started
+
+    space = load_space("default")
+
+    def first_draws(cfg):
+        study = optuna.create_study(directions=DIRECTIONS)
+        for n in range(3):
+            study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, n))
+            study.optimize(_objective(space), n_trials=1)
+        return [t.params for t in study.trials]
+
+    assert first_draws(other) != first_draws(default)
+    assert first_draws(other) == first_draws(other)  # still reproducible
+    same = config_from_args(build_parser().parse_args(["--storage", "sqlite:///x.db", "--sampler-seed",
+                                                       str(default.seed)]))
+    assert first_draws(same) == first_draws(default)
+    corpus = demo_corpus()
+    a, b = study_split(corpus, default), study_split(corpus, other)
+    assert (a.train.texts, a.validation.texts, a.test.texts) == (b.train.texts, b.validation.texts, b.test.texts)
+
+
+def test_a_negative_sampler_seed_is_refused():
+    from study.core.errors import UserError
+    from study.run import build_parser, config_from_args
+
+    with pytest.raises(UserError, match="--sampler-seed must be 0 or more"):
+        config_from_args(build_parser().parse_args(["--sampler-seed", "-1"]))

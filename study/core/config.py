@@ -102,6 +102,8 @@ class StudyConfig:
     storage: str = DEFAULT_STORAGE
     tracking_uri: str = DEFAULT_TRACKING_URI
     seed: int = 42
+    # the sampler's base seed (None: ``seed``): another one searches again on the same split and teacher
+    sampler_seed: int | None = None
     sampler: str = "tpe"  # beat random (4 of 5 seeds) and NSGA-II at 20 trials in benchmarks.samplers (README)
     space: str = "default"
     quick: bool = False

@@ -37,13 +37,19 @@ NSGA2_POPULATION = 10  # small enough that the genetic search starts within an a
 TPE_STARTUP_TRIALS = 5  # random trials before TPE models the objectives (Optuna's default: 10)
 
 
+def search_seed(cfg: StudyConfig) -> int:
+    """The sampler's base seed: ``--sampler-seed``, else ``--seed`` (which also draws the split and the teacher)."""
+    return cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
+
+
 def sampler_seed(cfg: StudyConfig, stored_trials: int) -> int:
-    """``seed + trials stored`` (see ``started_trials``) for a lone worker on a file store (reproducible); mixed
-    with the host and process otherwise, so that concurrent workers which see the same number of trials draw
-    differently."""
+    """``search_seed + trials stored`` (see ``started_trials``) for a lone worker on a file store (reproducible);
+    mixed with the host and process otherwise, so that concurrent workers which see the same number of trials
+    draw differently."""
+    base = search_seed(cfg)
     if cfg.workers == 1 and cfg.storage.startswith("sqlite"):
-        return cfg.seed + stored_trials
-    return zlib.crc32(f"{cfg.seed}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
+        return base + stored_trials
+    return zlib.crc32(f"{base}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
 
 
 def started_trials(study: optuna.Study) -> int:
@@ -82,7 +88,7 @@ def pair_contexts(prep: Prepared, teacher: TeacherArtifacts, workdir: Path, ref:
 
 def _base_params(ctx: TrialContext, cfg: StudyConfig) -> dict[str, str]:
     return {"teacher": ctx.teacher.name, "student": ctx.student.name, "seed": str(cfg.seed),
-            "sampler": cfg.sampler, "quick": str(cfg.quick), "search_space": ctx.space.source,
+            "sampler": cfg.sampler, "sampler_seed": str(search_seed(cfg)), "quick": str(cfg.quick), "search_space": ctx.space.source,
             "threads": str(cfg.measure.threads), "teacher_baseline_kd": str(ctx.teacher.kd_from_baseline),
             "teacher_tfidf_weight": str(ctx.teacher.tfidf_weight),
             **device_facts(ctx.device), **ctx.data_facts}
@@ -102,7 +108,7 @@ def open_pair_study(prep: Prepared, ctx: TrialContext, reference: dict[str, floa
     study = optuna.create_study(study_name=ctx.study_name, storage=prep.storage, directions=list(DIRECTIONS),
                                 load_if_exists=True)
     # Seeded by history: a resumed study does not replay the random draws of its first session.
-    study.sampler = make_sampler(cfg.sampler, cfg.seed + started_trials(study))
+    study.sampler = make_sampler(cfg.sampler, search_seed(cfg) + started_trials(study))
     stored = study.user_attrs.get(BUDGETS_ATTR, {})  # a study stored before budgets existed ran under none
     if announce and Budgets.from_dict(stored) != cfg.budgets and completed(study):
         say(f"[{ctx.study_name}] budgets changed from ({Budgets.from_dict(stored).describe()}) to "
