@@ -103,8 +103,12 @@ def run_pairs(prep: Prepared, contexts: list[TrialContext], opened: list, ref: R
             front = finish_study(study, ctx.study_name, prep.tracker, trial_tracker.parent_run_id, status,
                                  cfg.keep_models, cfg.budgets)
             if status == "FINISHED":
-                time_front_on_all_cores(ctx.study_name, front, prep.tracker, trial_tracker.parent_run_id,
-                                        ref.torch_bundle, ref.onnx_bundle, prep.split.test.texts, cfg.measure)
+                try:  # secondary numbers: a failure here is reported, never the study's
+                    time_front_on_all_cores(ctx.study_name, front, prep.tracker, trial_tracker.parent_run_id,
+                                            ref.torch_bundle, ref.onnx_bundle, prep.split.test.texts, cfg.measure)
+                except Exception as exc:  # noqa: BLE001
+                    say(f"[{ctx.study_name}] the front's all-cores timing failed (its trials keep their "
+                        f"numbers): {exc}")
 
 
 def report_fronts(cfg: StudyConfig, contexts: list[TrialContext], opened: list) -> dict[str, list]:
