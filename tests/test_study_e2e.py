@@ -111,7 +111,7 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
         assert m["speedup_vs_teacher_onnx"] <= m["speedup_vs_teacher"] * (1 + 1e-9)
         assert m["speedup_vs_teacher_onnx"] == pytest.approx(faster / m["latency_ms"], rel=0.5)
         # timed after the blocks, so not always above latency_ms: tokenizing a short text costs less than the noise
-        assert m["latency_e2e_ms"] > 0.5 * m["latency_ms"] and m["timing_blocks"] == 6
+        assert m["latency_e2e_ms"] > 0.5 * m["latency_ms"] and 6 <= m["timing_blocks"] <= 10  # more while wide
         assert "distill_validation_macro_f1" in m and "validation_macro_f1" not in m
         assert by_number[t.number].data.tags["machine.cpu"] and "paired" in by_number[t.number].data.tags["latency_protocol"]
 
@@ -146,7 +146,7 @@ def test_pareto_tag_is_exactly_the_non_dominated_set(two_trial_study, tmp_path):
             if r.info.run_id in timed:
                 m = r.data.metrics
                 assert m["latency_ms_allcores"] > 0 and m["throughput_per_s_allcores"] > 0
-                assert m["speedup_vs_teacher_onnx_allcores_ci_low"] <= m["speedup_vs_teacher_onnx_allcores"]
+                assert m["speedup_vs_teacher_onnx_ci_low_allcores"] <= m["speedup_vs_teacher_onnx_allcores"]
         assert parent.data.metrics["teacher_latency_ms_allcores"] > 0
 
 
