@@ -111,7 +111,7 @@ class QueueVariants:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         fixed = {name: trial.params[name] for name in KD_PARAMS if name in trial.params}
-        if self.k in (1, "1") or trial.state != TrialState.COMPLETE or VARIANT_OF_ATTR in trial.user_attrs or not fixed:
+        if self.k == 1 or trial.state != TrialState.COMPLETE or VARIANT_OF_ATTR in trial.user_attrs or not fixed:
             return
         trials = study.get_trials(deepcopy=False)
         if any(t.number < trial.number and t.state in (TrialState.COMPLETE, TrialState.RUNNING)
