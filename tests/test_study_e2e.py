@@ -100,7 +100,10 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
         # the latency objective is relative to the fp32 teacher timed in the same blocks
         assert t.values[1] == pytest.approx(m["latency_vs_teacher"])
         assert m["latency_vs_teacher_ci_low"] <= m["latency_vs_teacher"] <= m["latency_vs_teacher_ci_high"]
-        assert m["latency_vs_teacher"] == pytest.approx(m["latency_ms"] / m["teacher_latency_ms_paired"], rel=0.5)
+        # the median of the blocks' ratios against the ratio of the medians: the same within noise, and on a shared
+        # 2-core machine pass medians moved up to 2x between blocks (0.056 against 0.034 seen)
+        ratio_of_medians = m["latency_ms"] / m["teacher_latency_ms_paired"]
+        assert 0.5 * ratio_of_medians <= m["latency_vs_teacher"] <= 2.0 * ratio_of_medians
         assert m["macro_f1_ci_low"] < m["macro_f1"] < m["macro_f1_ci_high"]
         assert m["macro_f1_delta_vs_teacher"] == pytest.approx(m["macro_f1"] - parent.data.metrics["teacher_macro_f1"])
         assert m["macro_f1_delta_vs_teacher_ci_low"] <= m["macro_f1_delta_vs_teacher"] \
