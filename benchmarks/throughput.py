@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.common import (benchmark_parser, cold_student_cache, data_path, finish, names, pair_trials,
                                reuse_counts, study_config)
-from study.core.config import DEFAULT_STUDENTS
+from study.core.config import DEFAULT_STUDENTS, StudyConfig, variants_count
 from study.core.errors import UserError
 from study.reporting.progress import say
 
@@ -31,7 +31,8 @@ def measure_setting(args: argparse.Namespace, quick: bool, n_trials: int, studen
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
         cfg = study_config(args, quick=quick, students=students, n_trials=n_trials, study_name="throughput",
                            storage=f"sqlite:///{tmp}/optuna.db", tracking_uri=f"sqlite:///{tmp}/mlflow.db",
-                           quiet=True, keep_models="none", data=data_path(args))
+                           quiet=True, keep_models="none", data=data_path(args),
+                           variants_per_distillation=args.variants_per_distillation)
         cfg = replace(cfg, cache_dir=cold_student_cache(cfg.cache_dir, Path(tmp) / "cache"))
         start = time.perf_counter()
         run_pareto(cfg)
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the variants --variants-per-distillation auto queues), so a shorter run would count a "
                         "larger share of cheap variants than a real study does")
     p.add_argument("--students", default=",".join(DEFAULT_STUDENTS), help="comma-separated students")
+    p.add_argument("--variants-per-distillation", type=variants_count, default=StudyConfig.variants_per_distillation,
+                   metavar="K|auto", help="as on the main command (default: auto, its default); a fixed K makes "
+                                          "the count of distillations and variants independent of the timings")
     args = p.parse_args(argv)
     from objectives.measure import machine_facts
 

@@ -9,23 +9,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from study.core.config import (KEEP_MODELS, DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
-                          SCRATCH_BASELINE_KD, TEACHER_FINETUNE, MeasureSettings, StudyConfig, TrainSettings, quick_overrides)
+                          SCRATCH_BASELINE_KD, TEACHER_FINETUNE, MeasureSettings, StudyConfig, TrainSettings, quick_overrides,
+                          variants_count)
 from study.core.budgets import add_budget_flags, budgets_from_args
 from study.core.devices import DEVICES, resolve_device
 from study.core.errors import EXIT_USER_ERROR, UserError
 from study.core.libraries import quiet_libraries
 
 MODES = ("pareto", "report", "ablation")
-
-
-def variants_count(text: str) -> int | str:
-    """``--variants-per-distillation``: auto, or a whole number (checked, with the other flags, by StudyConfig)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
 
 
 # Over 50 lines on purpose: one add_argument per flag, in --help order; a flat list is the easiest to scan.

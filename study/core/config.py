@@ -193,6 +193,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "bert-compress-study"
 
 
+def variants_count(text: str) -> int | str:
+    """``--variants-per-distillation``: auto, or a whole number (checked, with the other flags, by StudyConfig)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
+
+
 def add_store_flags(p: argparse.ArgumentParser) -> None:
     """--study-name/--storage/--tracking-uri for the commands that read an existing study."""
     p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
