@@ -3,6 +3,7 @@ rule of studies started before it existed."""
 
 from __future__ import annotations
 
+import zlib
 from types import MappingProxyType
 
 import optuna
@@ -138,15 +139,15 @@ def test_consecutive_variants_get_their_own_sampler_seed_and_draws():
     from study.core.config import StudyConfig
     from study.orchestration.pair_study import make_sampler, sampler_seed, started_trials
 
-    cfg = StudyConfig()  # one worker on a SQLite store: seed + trials started
+    cfg = StudyConfig()  # one worker on a SQLite store: seed, pair and trials started hashed
     space = load_space("default")
     study = optuna.create_study(directions=DIRECTIONS)
     seeds = []
     for _ in range(4):
-        seeds.append(sampler_seed(cfg, started_trials(study)))
+        seeds.append(sampler_seed(cfg, started_trials(study), "t/s"))
         study.sampler = make_sampler("tpe", seeds[-1])
         study.optimize(_objective(space), n_trials=1, callbacks=[QueueVariants(k=4, n_trials=10)])
-    assert seeds == [42, 43, 44, 45]
+    assert seeds == [zlib.crc32(f"42:t/s:{n}".encode()) for n in range(4)] and len(set(seeds)) == 4
     variants = [t for t in study.trials if t.user_attrs.get(VARIANT_OF_ATTR) == 0]
     assert len(variants) == 3 and all(_kd(v) == _kd(study.trials[0]) for v in variants)
     draws = {tuple(v.params[k] for k in ("prune_kind", "prune_ratio", "quant_scheme")) for v in variants}
@@ -192,14 +193,15 @@ def test_sampler_seed_changes_the_first_draws_and_leaves_the_split_alone():
     other = config_from_args(build_parser().parse_args(["--storage", "sqlite:///x.db", "--sampler-seed", "7"]))
     assert (default.sampler_seed, other.sampler_seed, other.seed) == (None, 7, default.seed)
     assert search_seed(default) == default.seed and search_seed(other) == 7
-    assert [sampler_seed(other, n) for n in range(3)] == [7, 8, 9]  # a lone worker on SQLite: seed + trials started
+    # a lone worker on SQLite: the seed, the pair and the trials started, hashed; reproducible
+    assert [sampler_seed(other, n, "t/s") for n in range(3)] == [zlib.crc32(f"7:t/s:{n}".encode()) for n in range(3)]
 
     space = load_space("default")
 
     def first_draws(cfg):
         study = optuna.create_study(directions=DIRECTIONS)
         for n in range(3):
-            study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, n))
+            study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, n, "t/s"))
             study.optimize(_objective(space), n_trials=1)
         return [t.params for t in study.trials]
 
@@ -211,6 +213,26 @@ def test_sampler_seed_changes_the_first_draws_and_leaves_the_split_alone():
     corpus = demo_corpus()
     a, b = study_split(corpus, default), study_split(corpus, other)
     assert (a.train.texts, a.validation.texts, a.test.texts) == (b.train.texts, b.validation.texts, b.test.texts)
+
+
+def test_the_pairs_of_one_study_draw_different_sequences():
+    """One seed for the whole study, but each teacher/student pair gets its own sampler seeds: two pairs searched
+    side by side would otherwise try the same T, lambda, pruning and scheme in the same order."""
+    from study.core.config import StudyConfig
+    from study.orchestration.pair_study import make_sampler, sampler_seed
+
+    cfg = StudyConfig()
+    space = load_space("default")
+
+    def draws(pair):
+        study = optuna.create_study(directions=DIRECTIONS)
+        for n in range(4):
+            study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, n, pair))
+            study.optimize(_objective(space), n_trials=1)
+        return [t.params for t in study.trials]
+
+    assert draws("scratch-base/teacher-l2") != draws("scratch-base/teacher-l4")
+    assert draws("scratch-base/teacher-l2") == draws("scratch-base/teacher-l2")
 
 
 def test_a_negative_sampler_seed_is_refused():

@@ -42,14 +42,21 @@ def search_seed(cfg: StudyConfig) -> int:
     return cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed
 
 
-def sampler_seed(cfg: StudyConfig, stored_trials: int) -> int:
-    """``search_seed + trials stored`` (see ``started_trials``) for a lone worker on a file store (reproducible);
-    mixed with the host and process otherwise, so that concurrent workers which see the same number of trials
-    draw differently."""
+def sampler_seed(cfg: StudyConfig, stored_trials: int, pair: str) -> int:
+    """The sampler's seed for the next trial of ``pair`` (its teacher and student): ``search_seed``, the pair and
+    the trials stored (see ``started_trials``) hashed together for a lone worker on a file store (reproducible;
+    the pairs of one study draw differently, not the same sequence side by side); mixed with the host and
+    process otherwise, so that concurrent workers which see the same number of trials draw differently."""
     base = search_seed(cfg)
     if cfg.workers == 1 and cfg.storage.startswith("sqlite"):
-        return base + stored_trials
-    return zlib.crc32(f"{base}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
+        return zlib.crc32(f"{base}:{pair}:{stored_trials}".encode())
+    return zlib.crc32(f"{base}:{pair}:{stored_trials}:{socket.gethostname()}:{os.getpid()}".encode())
+
+
+def pair_key(ctx: TrialContext) -> str:
+    """What tells a study's pairs apart in their sampler seeds: the teacher and student names (not the study
+    name, so runs under other names at one seed, such as ``benchmarks.samplers --wall-clock``'s arms, draw alike)."""
+    return f"{ctx.teacher.name}/{ctx.student.name}"
 
 
 def started_trials(study: optuna.Study) -> int:
@@ -185,7 +192,7 @@ def _work_loop(study, cfg, ctx, objective_fn, callbacks, progress, start) -> str
             continue
         # Seeded per worker and per trial: workers that ask at the same moment never draw alike, and a
         # resumed study does not replay its first draws.
-        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, started_trials(study)))
+        study.sampler = make_sampler(cfg.sampler, sampler_seed(cfg, started_trials(study), pair_key(ctx)))
         try:
             study.optimize(objective_fn, n_trials=1, catch=(Exception,), callbacks=callbacks)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
