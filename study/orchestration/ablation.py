@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from contextlib import closing
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from study.core.models import ModelSpec, build_model, check_loadable, load_label
 from study.reporting.progress import say
 from study.orchestration.prepare import data_lines, resolve_data
 from study.orchestration.reference import measure_reference
+from study.orchestration.scratch import scratch_dir
 from study.reporting.stores import check_reachable
 from study.core.teacher import TeacherPlan, plan_teacher, prepare_teacher, scratch_tokenizer
 from study.reporting.tracking import Tracker
@@ -131,7 +131,7 @@ def run_ablation(cfg: StudyConfig, ab: AblationSettings) -> list[dict]:
         **device_facts(device), **{f"machine.{k}": v for k, v in machine_facts().items()}})
     rows = _Rows(tracker, experiment_id, parent)
     status = "FAILED"
-    workdir = Path(tempfile.mkdtemp(prefix="ablation-"))
+    workdir = scratch_dir("ablation-")
     try:
         for repeat in range(ab.repeats):
             _run_repeat(cfg, ab, plan, repeat, corpus, rows, workdir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import optuna
@@ -26,6 +25,7 @@ from study.orchestration.front_timing import time_front_on_all_cores
 from study.orchestration.pair_study import open_pair_study, pair_contexts, work
 from study.orchestration.prepare import Prepared, data_lines, prepare
 from study.orchestration.reference import Reference, add_baseline, announce_teacher, measure_reference
+from study.orchestration.scratch import scratch_dir
 from study.orchestration.workers import start_helpers
 
 
@@ -41,7 +41,7 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     announce_device(device, cfg.workers)
     teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=say,
                               progress=not cfg.quiet, plan=prep.teacher_plan, device=device)
-    workdir = Path(tempfile.mkdtemp(prefix="study-trials-"))
+    workdir = scratch_dir()
     timer = None
     try:
         ref, timer = measure_reference(teacher, prep.split, cfg, workdir)

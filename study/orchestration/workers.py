@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from pathlib import Path
 
 from study.core.config import StudyConfig
 from study.core.devices import worker_device
@@ -14,6 +12,7 @@ from study.core.training import set_compute_threads
 from study.orchestration.pair_study import open_pair_study, pair_contexts, work
 from study.orchestration.prepare import prepare
 from study.orchestration.reference import Reference
+from study.orchestration.scratch import scratch_dir
 
 
 def start_helpers(cfg: StudyConfig, reference: Reference) -> list:
@@ -39,7 +38,7 @@ def helper_main(cfg: StudyConfig, reference: Reference, index: int) -> None:
     device = worker_device(cfg.device, index)
     teacher = prepare_teacher(prep.teacher, prep.split, cfg.train, cfg.cache_dir, cfg.seed, log=lambda *_: None,
                               plan=prep.teacher_plan, device=device)
-    workdir = Path(tempfile.mkdtemp(prefix=f"study-trials-w{index}-"))
+    workdir = scratch_dir(f"w{index}-")
     timer = reference.timer(prep.split, cfg)  # its own timing process, on the main worker's teacher bundles
     try:
         for ctx in pair_contexts(prep, teacher, workdir, reference, timer, device):
