@@ -39,7 +39,8 @@ def from_args(args) -> dict:
     if args.samplers is not None:
         say(f"[bench] --samplers is ignored with --wall-clock: both arms use the study's default sampler "
             f"({StudyConfig.sampler})")
-    base = study_config(args, space=args.space, students=(student,), data=data_path(args))
+    base = study_config(args, space=args.space, students=(student,), data=data_path(args),
+                        variants_per_distillation=args.variants_per_distillation)
     return run(base, data_path(args), student, sampler_seeds(args.seeds), args.wall_clock)
 
 

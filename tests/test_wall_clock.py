@@ -189,8 +189,10 @@ def test_wall_clock_benchmark_runs_both_arms_through_the_study(tmp_path, capsys)
     # 60 s: a demo trial takes 7 s on 2 idle cores, but its distillation took 5 to 120 s on 2 cores shared with
     # other busy processes; a reuse run whose first trial (a distillation) ends within the budget starts a second
     # one, a queued variant
+    # K = 2 fixed: under auto a demo distillation faster than the trial's timing queues no variant
     assert main(["--quick", "--teacher", "scratch-tiny", "--student", "scratch-tiny", "--wall-clock", "60",
-                 "--seeds", "2", "--cache-dir", str(tmp_path / "cache"), "--json-out", str(out)]) == 0
+                 "--seeds", "2", "--variants-per-distillation", "2", "--cache-dir", str(tmp_path / "cache"),
+                 "--json-out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["mode"] == "wall_clock" and result["wall_clock_s"] == 60 and result["seeds"] == [1000, 1001]
     assert "cores)" in result["machine"] and result["student"] == "scratch-tiny"
