@@ -20,7 +20,7 @@ from benchmarks.common import benchmark_parser, data_path, finish, in_fresh_proc
 from objectives.quantize import SchemeUnavailable
 from objectives.trial import DIRECTIONS, check_space, objective, servable_space
 from search_spaces import load_space
-from study.core.config import DEFAULT_STUDENTS, SAMPLERS, StudyConfig, variants_count
+from study.core.config import DEFAULT_STUDENTS, SAMPLERS, StudyConfig, add_variants_flag
 from objectives.context import TrialContext
 from study.core.data import limit_part
 from study.core.errors import UserError, space_errors
@@ -228,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                         "cache-gb 0) at SECONDS of search each, through the real study; only trials completed within "
                         "SECONDS of the first trial's start count; the data split and teacher stay --seed's, the "
                         "sampler seed varies")
-    p.add_argument("--variants-per-distillation", type=variants_count, default=StudyConfig.variants_per_distillation,
-                   metavar="K|auto", help="with --wall-clock: the reuse arm's, as on the main command (default: auto, "
-                                          "its default); a fixed K makes the count of variants independent of the "
-                                          "timings")
+    add_variants_flag(p, "; with --wall-clock, the reuse arm's; a fixed K makes the count of variants independent of the timings")
     args = p.parse_args(argv)
     if args.wall_clock is not None:
         from benchmarks import wall_clock  # it builds on this module

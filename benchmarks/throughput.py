@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.common import (benchmark_parser, cold_student_cache, data_path, finish, names, pair_trials,
                                reuse_counts, study_config)
-from study.core.config import DEFAULT_STUDENTS, StudyConfig, variants_count
+from study.core.config import DEFAULT_STUDENTS, add_variants_flag
 from study.core.errors import UserError
 from study.reporting.progress import say
 
@@ -80,9 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the variants --variants-per-distillation auto queues), so a shorter run would count a "
                         "larger share of cheap variants than a real study does")
     p.add_argument("--students", default=",".join(DEFAULT_STUDENTS), help="comma-separated students")
-    p.add_argument("--variants-per-distillation", type=variants_count, default=StudyConfig.variants_per_distillation,
-                   metavar="K|auto", help="as on the main command (default: auto, its default); a fixed K makes "
-                                          "the count of distillations and variants independent of the timings")
+    add_variants_flag(p, "; a fixed K makes the count of distillations and variants independent of the timings")
     args = p.parse_args(argv)
     from objectives.measure import machine_facts
 

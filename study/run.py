@@ -10,7 +10,7 @@ from pathlib import Path
 
 from study.core.config import (KEEP_MODELS, DEFAULT_STORAGE, DEFAULT_STUDENTS, DEFAULT_TEACHER, DEFAULT_TRACKING_URI, SAMPLERS,
                           SCRATCH_BASELINE_KD, TEACHER_FINETUNE, MeasureSettings, StudyConfig, TrainSettings, quick_overrides,
-                          variants_count)
+                          add_variants_flag)
 from study.core.budgets import add_budget_flags, budgets_from_args
 from study.core.devices import DEVICES, resolve_device
 from study.core.errors import EXIT_USER_ERROR, UserError
@@ -121,11 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-cache-gb", type=float, default=StudyConfig.distill_cache_gb,
                    help="size bound of the distilled students kept under --cache-dir/students for later trials, "
                         "studies and workers (least recently used removed first); 0: no cache, every trial distils")
-    p.add_argument("--variants-per-distillation", type=variants_count, default=StudyConfig.variants_per_distillation,
-                   metavar="K|auto", help="after the first trial of a KD temperature and lambda, queue K-1 more "
-                                          "trials with them (the sampler draws pruning and quantization), which "
-                                          "reuse its cached student; 1: none; auto: as many as fit in the time its "
-                                          "distillation took, at what that trial spent after it (at most 15)")
+    add_variants_flag(p)
     p.add_argument("--keep-models", choices=KEEP_MODELS, default="pareto",
                    help="which trials keep their model bundle as an MLflow artifact: pareto (dominated trials' "
                         "models are deleted when the study ends; metrics stay), all, or none")

@@ -203,6 +203,17 @@ def variants_count(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected auto or a whole number, got {text!r}") from None
 
 
+VARIANTS_HELP = ("after the first trial of a KD temperature and lambda, queue K-1 more trials with them (the sampler "
+                 "draws pruning and quantization), which reuse its cached student; 1: none; auto: as many as fit in "
+                 "the time its distillation took, at what that trial spent after it (at most 15)")
+
+
+def add_variants_flag(p: argparse.ArgumentParser, note: str = "") -> None:
+    """``--variants-per-distillation K|auto`` (default: the study's, auto), with ``note`` after its help."""
+    p.add_argument("--variants-per-distillation", type=variants_count, default=StudyConfig.variants_per_distillation,
+                   metavar="K|auto", help=VARIANTS_HELP + note)
+
+
 def add_store_flags(p: argparse.ArgumentParser) -> None:
     """--study-name/--storage/--tracking-uri for the commands that read an existing study."""
     p.add_argument("--study-name", required=True, help="the --study-name given to study.run")
