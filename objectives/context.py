@@ -52,7 +52,7 @@ class TrialContext:
     workdir: Path
     data_facts: MappingProxyType  # str -> str, logged with every run
     show_progress: bool = False  # an epochs bar while distilling (on a terminal only)
-    timer: PairedTimer | None = None  # times exported bundles in a separate process (None: in this one)
+    timer: PairedTimer | None = None  # times exported bundles in a separate process (a trial needs one)
     teacher_test_predictions: np.ndarray | None = None  # the teacher's on the test texts (for paired intervals)
     device: str = "cpu"  # where this worker distils
     student_cache: StudentCache | None = None  # None: no cache (--distill-cache-gb 0)

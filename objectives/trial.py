@@ -12,7 +12,7 @@ from typing import Any
 
 from objectives.bundle import write_metadata
 from objectives.distill import DistillConfig
-from objectives.measure import Interval, Quality, Speed, bootstrap_macro_f1, evaluate, measure_speed
+from objectives.measure import Interval, Quality, bootstrap_macro_f1, evaluate
 from objectives.student import distilled_student
 from objectives.timing import PairedTimer, PairedTiming
 from objectives.prune import PRUNERS, PruneConfig, nonzero_parameters, prune
@@ -71,6 +71,8 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     """Run one trial: params from ``ctx.space``; the distillation seeded with ``ctx.distill_seed(trial.number)``
     (the study's seed: trials sharing student, T and lambda share one cached student), every later step with
     ``ctx.trial_seed(trial.number)``."""
+    if ctx.timer is None:
+        raise ValueError("a trial's latency objective is paired with the teacher: give its context a timer")
     params = suggest(trial, ctx.space)
     seed = ctx.trial_seed(trial.number)
     timings: dict[str, float] = {}
@@ -109,7 +111,7 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
         shutil.rmtree(out)
     quant = QuantConfig(str(params["quant_scheme"]), calibration=str(params.get("calibration", "minmax")))
     calibration = calibration_batches(train_enc, pad_id) if SCHEMES[quant.scheme].needs_calibration else None
-    served = serve_and_measure(model, tokenizer, quant, out, ctx.split, ctx.train.max_length, ctx.measure,
+    served = serve_and_measure(model, tokenizer, quant, out, ctx.split, ctx.train.max_length,
                                calibration=calibration, timer=ctx.timer,
                                teacher_predictions=ctx.teacher_test_predictions, seed=seed)
     timings.update(served.timings)
@@ -118,32 +120,26 @@ def objective(trial, ctx: TrialContext) -> TrialOutcome:
     metrics = {**served.metrics(), "nonzero_params": float(nonzero),
                "pruned_sparsity": report.sparsity, **distilled, **timings}
     tags = {"runtime": servable.runtime, "quantizes": servable.quantizes, **distill_tags,
-            "latency_protocol": latency_protocol(ctx.measure, paired=ctx.timer is not None)}
-    if OBJECTIVES[1] not in metrics:
-        raise ValueError("a trial's latency objective is paired with the teacher: give its context a timer")
+            "latency_protocol": latency_protocol(ctx.measure)}
     values = (served.validation.macro_f1, metrics[OBJECTIVES[1]], size_mb)
     return TrialOutcome(values=values, params=params, metrics=metrics, tags=tags, artifact_dir=out,
                         predictions=quality.predictions)
 
 
-def latency_protocol(m: MeasureSettings, paired: bool) -> str:
+def latency_protocol(m: MeasureSettings) -> str:
     """The timing protocol in words (a tag of every run)."""
-    common = (f"{m.threads} intra-op thread(s), batch 1 over the first {m.latency_examples} test texts at their own "
-              f"lengths{f' padded to {m.fixed_length} tokens' if m.fixed_length else ''}, passes of whole sweeps "
-              f"lasting >= {m.min_pass_seconds} s after >= {m.warmup} warm-up calls over >= {m.warmup_seconds} s "
-              f"and one untimed pass (a teacher: once per timing process); throughput at batch "
-              f"{m.throughput_batch_size} and end-to-end latency over {m.min_repeats}-{m.repeats} passes, stopping "
-              f"once their CV <= {m.stop_cv:.0%}")
-    if paired:
-        return (f"timed from the bundle's files in a separate process (recycled every {m.timing_process_tasks} "
-                f"artifacts, holding the machine-wide timing lock) in {m.paired_blocks} blocks alternating with the "
-                f"fp32 teacher in PyTorch and in ONNX Runtime, and more (up to {m.max_paired_blocks}) while the "
-                f"interval of latency_vs_teacher is wider than +-{m.interval_tolerance:.0%} of it; latency = median "
-                f"of the candidate's calls, "
-                f"speed-ups = median of the blocks' paired ratios; {common}; latency_e2e_ms from raw text "
-                f"(normalisation and tokenization included)")
-    return (f"timed in this process: median of {m.repeats} passes, retaken while the pass-to-pass CV > "
-            f"{m.max_cv:.0%} (<= {m.max_attempts} attempts); {common}")
+    return (f"timed from the bundle's files in a separate process (recycled every {m.timing_process_tasks} "
+            f"artifacts, holding the machine-wide timing lock) in {m.paired_blocks} blocks alternating with the "
+            f"fp32 teacher in PyTorch and in ONNX Runtime, and more (up to {m.max_paired_blocks}) while the "
+            f"interval of latency_vs_teacher is wider than +-{m.interval_tolerance:.0%} of it; latency = median "
+            f"of the candidate's calls, speed-ups = median of the blocks' paired ratios; {m.threads} intra-op "
+            f"thread(s), batch 1 over the first {m.latency_examples} test texts at their own "
+            f"lengths{f' padded to {m.fixed_length} tokens' if m.fixed_length else ''}, passes of whole sweeps "
+            f"lasting >= {m.min_pass_seconds} s after >= {m.warmup} warm-up calls over >= {m.warmup_seconds} s "
+            f"and one untimed pass (a teacher: once per timing process); throughput at batch "
+            f"{m.throughput_batch_size} and end-to-end latency over {m.min_repeats}-{m.repeats} passes, stopping "
+            f"once their CV <= {m.stop_cv:.0%}; latency_e2e_ms from raw text (normalisation and tokenization "
+            f"included)")
 
 
 @dataclass(frozen=True)
@@ -153,9 +149,7 @@ class Served:
     servable: Servable
     validation: Quality  # what the search selects on
     quality: Quality  # on the test part: reported, never used to choose
-    timing: PairedTiming | None  # isolated and paired with the teacher (None: timed in this process)
-    speed: Speed | None  # in this process, at the configured threads (None: timed in the timing process)
-    speed_all_cores: Speed | None  # in this process, at every core (None: timed in the timing process)
+    timing: PairedTiming  # isolated and paired with the teacher
     timings: dict[str, float]
     f1_interval: Interval | None = None
     delta_interval: Interval | None = None  # macro-F1 minus the teacher's, on the same resampled test texts
@@ -166,10 +160,7 @@ class Served:
                "macro_f1": self.quality.macro_f1, "accuracy": self.quality.accuracy,
                "size_mb": self.servable.size_bytes / 1e6, "size_bytes": float(self.servable.size_bytes),
                "size_compressed_mb": self.servable.compressed_bytes / 1e6}
-        if self.timing is not None:
-            out.update(self.timing.as_metrics())
-        else:
-            out.update(**self.speed.as_metrics(), **self.speed_all_cores.as_metrics(suffix="_allcores"))
+        out.update(self.timing.as_metrics())
         if self.f1_interval is not None:
             out.update(macro_f1_ci_low=self.f1_interval.low, macro_f1_ci_high=self.f1_interval.high)
         if self.delta_interval is not None:
@@ -197,14 +188,13 @@ def export_bundle(model, tokenizer, quant: QuantConfig | str, out: Path, max_len
 
 
 def serve_and_measure(model, tokenizer, quant: QuantConfig | str, out: Path, split: DataSplit, max_length: int,
-                      settings: MeasureSettings, calibration=None, timer: PairedTimer | None = None,
+                      *, timer: PairedTimer, calibration=None,
                       teacher_predictions=None, seed: int = 0) -> Served:
     """Export ``model`` with ``quant`` as a bundle in ``out``, score it on validation and test, and time it.
 
-    Used for trials and for the fp32 teacher reference alike, so every number has one protocol. With a
-    ``timer`` the bundle is timed from its files in the timer's process, paired with the teacher; without
-    one, in this process (benchmarks that pair models themselves). With ``teacher_predictions`` (the
-    teacher's on the test texts) the test macro-F1 and its difference to the teacher's get bootstrap intervals.
+    Used for trials, the fp32 teacher reference and the compression benchmark alike, so every number has one
+    protocol: the bundle is timed from its files in ``timer``'s process, paired with the teacher. With
+    ``teacher_predictions`` (the teacher's on the test texts) the test macro-F1 and its difference to the teacher's get bootstrap intervals.
     """
     timings = {}
     start = time.perf_counter()
@@ -222,11 +212,6 @@ def serve_and_measure(model, tokenizer, quant: QuantConfig | str, out: Path, spl
         delta = quality.macro_f1 - macro_f1(split.test.labels, teacher_predictions)
     timings["time_evaluate_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    timing = speed = speed_all = None
-    if timer is not None:
-        timing = timer.time(out)
-    else:
-        speed = measure_speed(servable.predictor, test_enc, pad, settings)
-        speed_all = measure_speed(servable.predictor, test_enc, pad, settings.all_cores())
+    timing = timer.time(out)
     timings["time_measure_s"] = time.perf_counter() - start
-    return Served(servable, validation, quality, timing, speed, speed_all, timings, *intervals, delta)
+    return Served(servable, validation, quality, timing, timings, *intervals, delta)

@@ -44,8 +44,7 @@ def measure_reference(teacher: TeacherArtifacts, split: DataSplit, cfg: StudyCon
     onnx_dir, torch_dir = workdir / "teacher-onnx", workdir / "teacher-torch"
     export_bundle(model, tokenizer, "onnx_fp32", onnx_dir, cfg.train.max_length, split.label_names)
     timer = PairedTimer(torch_dir, onnx_dir, split.test.texts, cfg.measure)
-    served = serve_and_measure(model, tokenizer, "none", torch_dir, split, cfg.train.max_length, cfg.measure,
-                               timer=timer)
+    served = serve_and_measure(model, tokenizer, "none", torch_dir, split, cfg.train.max_length, timer=timer)
     timing = served.timing
     metrics = {f"teacher_{k}": v for k, v in served.metrics().items()
                if not k.startswith(("speedup_", "teacher_", "timing_"))}
