@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 
+import numpy as np
 from sklearn.metrics import accuracy_score
 
 from objectives.measure import Speed, measure_text_speed
@@ -21,6 +22,7 @@ class BaselineResult:
     macro_f1_validation: float  # on the validation texts, like every trial's objective
     speed: Speed
     size_bytes: int  # the pickled scikit-learn pipeline
+    predictions: np.ndarray  # on the test texts (for paired intervals against another model)
 
     def as_metrics(self, prefix: str = "baseline_") -> dict[str, float]:
         return {f"{prefix}macro_f1": self.macro_f1, f"{prefix}accuracy": self.accuracy,
@@ -40,4 +42,4 @@ def run_baseline(split: DataSplit, settings: MeasureSettings, seed: int) -> Base
     speed = measure_text_speed(pipe.predict_proba, split.test.texts, settings, runtime="scikit-learn")
     return BaselineResult(macro_f1(split.test.labels, predictions),
                           float(accuracy_score(split.test.labels, predictions)), validation, speed,
-                          len(pickle.dumps(pipe)))
+                          len(pickle.dumps(pipe)), np.asarray(predictions))

@@ -60,6 +60,11 @@ def test_two_trial_study_is_fully_tracked(two_trial_study, capsys):
     assert parent.data.metrics["teacher_latency_ms"] > 0 and parent.data.metrics["teacher_onnx_latency_ms"] > 0
     assert parent.data.metrics["teacher_latency_e2e_ms"] > 0.5 * parent.data.metrics["teacher_latency_ms"]
     assert parent.data.metrics["baseline_latency_e2e_ms"] == parent.data.metrics["baseline_latency_ms"]
+    # teacher against baseline: a paired difference on the same resampled test texts, stated with its interval
+    m = parent.data.metrics
+    assert m["teacher_macro_f1_delta_vs_baseline"] == pytest.approx(m["teacher_macro_f1"] - m["baseline_macro_f1"])
+    assert m["teacher_macro_f1_delta_vs_baseline_ci_low"] < m["teacher_macro_f1_delta_vs_baseline_ci_high"]
+    assert m["baseline_macro_f1_ci_low"] <= m["baseline_macro_f1"] <= m["baseline_macro_f1_ci_high"]
     # the scratch teacher is an ensemble with a TF-IDF member (weight chosen on validation) by default; its
     # network's own macro-F1 is logged beside the ensemble's
     weight = parent.data.metrics["teacher_tfidf_weight"]

@@ -79,11 +79,25 @@ def announce_teacher(name: str, tfidf_weight: float, reference: dict[str, float]
         f"{reference['teacher_latency_e2e_ms']:.2f} ms from raw text; {reference['teacher_size_mb']:.2f} MB")
 
 
-def add_baseline(reference: dict[str, float], split: DataSplit, cfg: StudyConfig) -> None:
-    """The TF-IDF + logistic regression baseline, measured and added to ``reference`` (``baseline_*``)."""
+def add_baseline(reference: Reference, split: DataSplit, cfg: StudyConfig) -> None:
+    """The TF-IDF + logistic regression baseline, measured and added to ``reference.metrics`` (``baseline_*``), with
+    95% bootstrap intervals of its test macro-F1 and of its difference to the teacher's on the same resampled
+    texts (paired): whether the teacher beats it is a finding only when that interval excludes zero."""
+    metrics = reference.metrics
     baseline = run_baseline(split, cfg.measure, cfg.seed)
-    reference.update(baseline.as_metrics())
+    metrics.update(baseline.as_metrics())
+    interval, delta = bootstrap_macro_f1(split.test.labels, reference.test_predictions, baseline.predictions,
+                                         seed=cfg.seed)
+    own, _ = bootstrap_macro_f1(split.test.labels, baseline.predictions, seed=cfg.seed)
+    metrics.update(baseline_macro_f1_ci_low=own.low, baseline_macro_f1_ci_high=own.high,
+                   teacher_macro_f1_delta_vs_baseline=metrics["teacher_macro_f1"] - baseline.macro_f1,
+                   teacher_macro_f1_delta_vs_baseline_ci_low=delta.low,
+                   teacher_macro_f1_delta_vs_baseline_ci_high=delta.high)
     # from raw text, both: the baseline's latency includes its feature extraction (not paired: in this process)
-    reference["baseline_latency_vs_teacher"] = baseline.speed.latency_ms / reference["teacher_latency_e2e_ms"]
-    say(f"[baseline] TF-IDF + logistic regression (scikit-learn): test macro-F1 {baseline.macro_f1:.4f}, "
-        f"{baseline.speed.latency_ms:.2f} ms/example at batch 1 from raw text, {baseline.size_bytes / 1e6:.2f} MB")
+    metrics["baseline_latency_vs_teacher"] = baseline.speed.latency_ms / metrics["teacher_latency_e2e_ms"]
+    verdict = ("a finding" if delta.excludes_zero() else "within noise")
+    say(f"[baseline] TF-IDF + logistic regression (scikit-learn): test macro-F1 {baseline.macro_f1:.4f} (95% CI "
+        f"{own.low:.4f}-{own.high:.4f}), {baseline.speed.latency_ms:.2f} ms/example at batch 1 from raw text, "
+        f"{baseline.size_bytes / 1e6:.2f} MB; the teacher minus the baseline: "
+        f"{metrics['teacher_macro_f1_delta_vs_baseline']:+.4f} (paired 95% CI {delta.low:+.4f} to {delta.high:+.4f}: "
+        f"{verdict})")

@@ -46,7 +46,7 @@ def run_pareto(cfg: StudyConfig) -> dict[str, list]:
     try:
         ref, timer = measure_reference(teacher, prep.split, cfg, workdir)
         announce_teacher(prep.teacher.name, teacher.tfidf_weight, ref.metrics, cfg)
-        add_baseline(ref.metrics, prep.split, cfg)
+        add_baseline(ref, prep.split, cfg)
         contexts = pair_contexts(prep, teacher, workdir, ref, timer, device)
         opened = [open_pair_study(prep, ctx, ref.metrics) for ctx in contexts]
         run_pairs(prep, contexts, opened, ref)
