@@ -33,6 +33,7 @@ from study.core.teacher import prepare_teacher, scratch_tokenizer
 QUICK_TEST_EXAMPLES = 1000
 PAIRED_TESTS = ("two-sided, paired by seed (null: no difference from random): Wilcoxon signed-rank "
                 "(scipy.stats.wilcoxon, zero differences dropped) and paired t-test (scipy.stats.ttest_rel)")
+ALPHA = 0.05  # a verdict's level, on the two-sided Wilcoxon p (below it a difference is a finding)
 DEFAULT_SAMPLERS = "random,tpe,nsga2"
 UNUSED_WITHOUT_STUDENT = {"temperature": 1.0, "kd_lambda": 0.0}  # pinned: no distillation happens
 
@@ -175,8 +176,17 @@ def paired_with_random(rows: list[dict], samplers: list[str], seeds: list[int]) 
                      **paired_p_values([hv[name, seed] for seed in seeds], [hv["random", seed] for seed in seeds]),
                      "alternative": "two-sided", "test": PAIRED_TESTS,
                      # the exact signed-rank test's floor: every difference of one sign, no zeros
-                     "wilcoxon_smallest_p": min(1.0, 2.0 / 2 ** len(gains))}
+                     "wilcoxon_smallest_p": min(1.0, 2.0 / 2 ** len(gains)), "alpha": ALPHA}
+        out[name]["verdict"] = verdict(out[name]["mean_gain"], out[name]["wilcoxon_p"])
     return out
+
+
+def verdict(mean_gain: float, wilcoxon_p: float) -> str:
+    """"beats" or "trails" (random search) when the paired difference is a finding (Wilcoxon p below ALPHA),
+    else "is within noise of"."""
+    if not wilcoxon_p < ALPHA:  # NaN (too few seeds) included
+        return "is within noise of"
+    return "beats" if mean_gain > 0 else "trails"
 
 
 def table(result: dict) -> str:
@@ -185,11 +195,12 @@ def table(result: dict) -> str:
         per_seed = "  ".join(f"{r['hypervolume']:.4f}" for r in result["rows"] if r["sampler"] == name)
         mark = " (default)" if name == result["default_sampler"] else ""
         lines.append(f"{name:<8} {s['mean']:8.4f} {s['std']:7.4f} {s['runs']:5d}   {per_seed}{mark}")
-    default, summary = result["default_sampler"], result["summary"]
-    if default in summary and "random" in summary and default != "random":
-        gain = summary[default]["mean"] - summary["random"]["mean"]
-        verdict = "beats" if gain > 0 else "does NOT beat"
-        lines.append(f"The default sampler ({default}) {verdict} random: mean hypervolume {gain:+.4f}.")
+    default = result["default_sampler"]
+    if default in result["paired"]:
+        p = result["paired"][default]
+        lines.append(f"Verdict: the default sampler ({default}) {p['verdict']} random search (mean hypervolume "
+                     f"{p['mean_gain']:+.4f} at the same seeds; Wilcoxon two-sided p = {p['wilcoxon_p']:.3g}, a "
+                     f"finding below {p['alpha']}).")
     for name, p in result["paired"].items():
         lines.append(f"{name} minus random at the same seed: {p['mean_gain']:+.4f} +- {p['standard_error']:.4f} "
                      f"(standard error), ahead at {p['seeds_won']} of {p['seeds']} seeds; two-sided p = "

@@ -13,7 +13,7 @@ from pathlib import Path
 from optuna.trial import FrozenTrial, TrialState
 
 from benchmarks.common import cold_student_cache, data_path, in_fresh_process, reuse_counts, study_config
-from benchmarks.samplers import hypervolume, paired_p_values, prepare_run, sampler_seeds
+from benchmarks.samplers import ALPHA, hypervolume, paired_p_values, prepare_run, sampler_seeds
 from objectives.measure import machine_facts
 from study.core.config import DEFAULT_STUDENTS, StudyConfig
 from study.core.devices import worker_device
@@ -27,7 +27,6 @@ from study.reporting.progress import say
 ARMS = ("reuse", "per-trial")
 UNBOUNDED_TRIALS = 1_000_000  # the budget is the wall clock (--timeout), not a trial count
 STUDY_NAME = "wallclock"
-ALPHA = 0.05  # the verdict's level, on the two-sided Wilcoxon p
 PAIRED_TESTS = ("two-sided, paired by sampler seed (null: no difference between the arms): Wilcoxon signed-rank "
                 "(scipy.stats.wilcoxon, zero differences dropped) and paired t-test (scipy.stats.ttest_rel)")
 

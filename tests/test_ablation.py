@@ -65,6 +65,10 @@ def test_every_row_is_a_finished_run_under_one_parent(ablation):
     techniques = sorted(r.data.tags["technique"] for r in rows)
     assert techniques == sorted(["baseline", "teacher", "distil", "distil", "prune", "quant", "prune+quant",
                                  "distil+prune", "distil+quant", "distil+prune+quant"])
+    # every row, the baseline too, has a latency from raw text: the one footing all models share
+    assert all(r.data.metrics["latency_e2e_ms"] > 0 for r in rows)
+    baseline = next(r for r in rows if r.data.tags["technique"] == "baseline").data.metrics
+    assert baseline["latency_e2e_ms"] == baseline["latency_ms"]
     smallest = {r.data.tags["model"] for r in rows if r.data.tags["technique"].startswith("distil+")}
     assert smallest == {"scratch-tiny"}
     for r in rows:  # every row names the data parts it used (the runs table's Dataset column)
@@ -120,6 +124,22 @@ def test_repeats_are_aggregated_as_mean_and_std():
     assert table.loc[0, "macro_f1"] == pytest.approx(0.5) and table.loc[0, "macro_f1_std"] == pytest.approx(0.1)
     assert table.loc[0, "repeats"] == 2
     assert "0.5000 ± 0.1000" in markdown(table, None, repeats=2)
+
+
+def test_one_repeat_shows_intervals_and_says_within_noise():
+    from study.reporting.ablation_report import aggregate, markdown
+
+    def row(technique, delta, low, high, speedup, s_low, s_high):
+        return {"teacher": "t", "technique": technique, "model": "s", "repeat": 0, "macro_f1": 0.5 + delta,
+                "macro_f1_delta": delta, "macro_f1_delta_vs_teacher_ci_low": low,
+                "macro_f1_delta_vs_teacher_ci_high": high, "speedup": speedup,
+                "speedup_vs_teacher_ci_low": s_low, "speedup_vs_teacher_ci_high": s_high}
+
+    md = markdown(aggregate([row("distil", -0.02, -0.03, -0.01, 4.0, 3.5, 4.5),
+                             row("quant", -0.004, -0.01, 0.002, 1.05, 0.9, 1.2)]), None, repeats=1)
+    distil, quant = (next(line for line in md.splitlines() if f"| {t} |" in line) for t in ("distil", "quant"))
+    assert "-0.0200 (-0.0300 to -0.0100) |" in distil and "4.00 (3.50 to 4.50) |" in distil
+    assert "-0.0040 (-0.0100 to 0.0020, within noise)" in quant and "1.05 (0.90 to 1.20, within noise)" in quant
 
 
 def test_kd_settings_come_from_the_best_pareto_trial(tmp_path):

@@ -50,6 +50,18 @@ def test_paired_p_values_match_hand_computed_values():
         paired_p_values([1.0, 2.0], [0.0])
 
 
+def test_samplers_verdict_is_a_finding_only_below_alpha():
+    from benchmarks.samplers import paired_with_random, verdict
+
+    assert verdict(0.01, 0.03) == "beats" and verdict(-0.01, 0.03) == "trails"
+    assert verdict(0.01, 0.0625) == "is within noise of" and verdict(0.01, float("nan")) == "is within noise of"
+    # six seeds all ahead: exact Wilcoxon p = 2/64 < 0.05; five all ahead: 2/32, which cannot be a finding
+    for seeds, expected in ((range(6), "beats"), (range(5), "is within noise of")):
+        rows = [{"sampler": s, "seed": k, "hypervolume": 0.3 + (0.01 * (k + 1) if s == "tpe" else 0.0)}
+                for s in ("random", "tpe") for k in seeds]
+        assert paired_with_random(rows, ["random", "tpe"], list(seeds))["tpe"]["verdict"] == expected
+
+
 @pytest.mark.slow
 def test_samplers_benchmark_runs_every_sampler_at_the_same_budget(tmp_path, capsys):
     from benchmarks.samplers import main

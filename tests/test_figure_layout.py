@@ -16,7 +16,8 @@ from study.reporting.report import merged_figure, study_figures
 
 METRICS = {"teacher_macro_f1_validation": 0.85, "teacher_latency_vs_teacher": 1.0, "teacher_size_mb": 14.0,
            "teacher_latency_ms": 3.0, "teacher_tfidf_weight": 0.2, "baseline_macro_f1_validation": 0.81,
-           "baseline_latency_vs_teacher": 0.38, "baseline_size_mb": 0.1, "baseline_latency_ms": 1.8}
+           "baseline_latency_vs_teacher": 0.38, "baseline_size_mb": 0.1, "baseline_latency_ms": 1.8,
+           "teacher_latency_e2e_ms": 3.4, "baseline_latency_e2e_ms": 1.8}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def study():
             params={"kd_lambda": rng.random(), "temperature": rng.uniform(1, 10)},
             distributions={"kd_lambda": FloatDistribution(0, 1), "temperature": FloatDistribution(1, 10)},
             values=[f1, latency, size],
-            user_attrs={"study": "demo.scratch-base.scratch-tiny", "metrics": {"latency_ms": latency * 3}}))
+            user_attrs={"study": "demo.scratch-base.scratch-tiny",
+                        "metrics": {"latency_ms": latency * 3, "latency_e2e_ms": latency * 3 + 0.4}}))
     return study
 
 
@@ -74,3 +76,13 @@ def test_the_3d_axis_titles_are_broken_to_fit_the_scene(study):
         assert "latency / fp32 teacher's<br>(batch 1, paired)" in (scene.xaxis.title.text, scene.yaxis.title.text,
                                                                     scene.zaxis.title.text)
         assert scene.camera.eye.x >= 1.5  # seen from further away than plotly's 1.25
+
+
+def test_merged_front_puts_every_model_on_the_raw_text_latency(study):
+    fig = merged_figure([study], METRICS)
+    assert fig.layout.xaxis.title.text == "ms from raw text (batch 1, tokenization included)"
+    trials = {round(t.user_attrs["metrics"]["latency_e2e_ms"], 9) for t in study.trials}
+    points = {t.name: list(t.x) for t in fig.data}
+    assert {round(x, 9) for name, xs in points.items() if name.startswith("scratch-base.scratch-tiny") for x in xs} == trials
+    assert points["TF-IDF + LR baseline (latency from raw text)"] == [1.8]
+    assert points["fp32 teacher (macro-F1 with its TF-IDF member, weight 0.2)"] == [3.4]

@@ -91,10 +91,11 @@ def test_report_reference_points_say_when_the_teacher_is_an_ensemble():
     metrics = {"teacher_macro_f1_validation": 0.53, "teacher_latency_vs_teacher": 1.0, "teacher_size_mb": 21.6,
                "baseline_macro_f1_validation": 0.52, "baseline_latency_vs_teacher": 0.06, "baseline_size_mb": 9.0}
     names = [name for name, *_ in reference_points({**metrics, "teacher_tfidf_weight": 0.0})]
-    assert names == ["fp32 teacher", "TF-IDF + LR baseline"]
+    assert names == ["fp32 teacher", "TF-IDF + LR baseline (latency from raw text)"]
     (teacher, values, _, _), _ = reference_points({**metrics, "teacher_tfidf_weight": 0.8})
     assert teacher == "fp32 teacher (macro-F1 with its TF-IDF member, weight 0.8)"
-    assert values == {"macro_f1_validation": 0.53, "latency_vs_teacher": 1.0, "size_mb": 21.6, "latency_ms": None}
+    assert values == {"macro_f1_validation": 0.53, "latency_vs_teacher": 1.0, "size_mb": 21.6, "latency_ms": None,
+                      "latency_e2e_ms": None}
     assert [n for n, *_ in reference_points({"teacher_macro_f1_validation": 0.5})] == []  # incomplete: not drawn
 
 
@@ -131,3 +132,36 @@ def test_front_labels_say_no_pruning_for_a_zero_ratio_whatever_the_kind():
     table = printable(frame)
     assert "no pruning" in table and "l1_unstructured" not in table and "ffn" in table
     assert list(frame["prune_kind"]) == ["l1_unstructured", "ffn"]  # the data keep the drawn kind
+
+
+def test_picks_table_is_chosen_on_validation_and_says_within_noise():
+    import optuna
+
+    from study.core.budgets import Budgets
+    from study.reporting.report import picks_markdown
+
+    def trial(validation, test, delta, delta_ci, speedup, speedup_ci, latency, size):
+        return optuna.trial.create_trial(
+            values=[validation, latency, size], user_attrs={
+                "study": "s.scratch-base.teacher-l2",
+                "metrics": {"macro_f1": test, "macro_f1_ci_low": test - 0.02, "macro_f1_ci_high": test + 0.02,
+                            "macro_f1_validation_delta_vs_teacher": validation - 0.55,
+                            "macro_f1_delta_vs_teacher": delta, "macro_f1_delta_vs_teacher_ci_low": delta_ci[0],
+                            "macro_f1_delta_vs_teacher_ci_high": delta_ci[1], "speedup_vs_teacher_onnx": speedup,
+                            "speedup_vs_teacher_onnx_ci_low": speedup_ci[0],
+                            "speedup_vs_teacher_onnx_ci_high": speedup_ci[1]}})
+
+    # trial 0: best on validation, its loss within noise; trial 1: better on test, worse on validation, the
+    # smallest, a real loss but a speed-up whose interval holds 1
+    trials = [trial(0.54, 0.50, -0.005, (-0.015, 0.004), 3.0, (2.5, 3.4), 0.2, 2.0),
+              trial(0.50, 0.53, -0.030, (-0.045, -0.015), 1.1, (0.9, 1.3), 0.9, 1.0)]
+    trials = [optuna.trial.create_trial(values=t.values, user_attrs=t.user_attrs) for t in trials]
+    for number, t in enumerate(trials):
+        t.number = number
+    md = picks_markdown(trials, Budgets())
+    accurate = next(line for line in md.splitlines() if line.startswith("| `most-accurate` |"))
+    assert "| 0 | 0.5400 |" in accurate  # chosen on validation, not on test
+    assert "-0.0050 (-0.0150 to 0.0040, within noise)" in accurate and "3.00x (2.50-3.40) |" in accurate
+    smallest = next(line for line in md.splitlines() if line.startswith("| `smallest` |"))
+    assert "| 1 | 0.5000 |" in smallest and "-0.0300 (-0.0450 to -0.0150) |" in smallest
+    assert "1.10x (0.90-1.30, within noise) |" in smallest and "no change (Δ 0, speed-up 1)" in md

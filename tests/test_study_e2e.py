@@ -193,6 +193,27 @@ def test_resume_keeps_the_teacher(two_trial_study, capsys):
     assert len(study.trials) == before
 
 
+def test_resume_keeps_the_timing_footing(two_trial_study, capsys, monkeypatch):
+    """The latency objective is a ratio to the teacher, which still moves with the CPU, the threads and the
+    padding: resuming on another footing is refused before anything is run or logged."""
+    import study.orchestration.prepare as prepare
+
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
+    before = len(study.trials)
+    assert study.user_attrs["timing_footing"]["threads"] == "1"
+    for other, said in ((["--threads", "2"], "--threads '1' (now '2')"),
+                        (["--fixed-length", "32"], "--fixed-length 'None' (now '32')")):
+        assert _run(two_trial_study, before + 1, *other) == 2
+        err = capsys.readouterr().err
+        assert said in err and "ratio to the teacher" in err, err
+    real = prepare.machine_facts
+    monkeypatch.setattr(prepare, "machine_facts", lambda: {**real(), "cpu": "Another CPU"})
+    assert _run(two_trial_study, before + 1) == 2
+    assert "CPU model" in capsys.readouterr().err
+    study = optuna.load_study(study_name="e2e.scratch-base.scratch-tiny", storage=two_trial_study["storage"])
+    assert len(study.trials) == before
+
+
 def test_bad_input_exits_2_and_creates_nothing(tmp_path, capsys):
     storage, tracking = tmp_path / "o.db", tmp_path / "m.db"
     common = ["--storage", f"sqlite:///{storage}", "--tracking-uri", f"sqlite:///{tracking}",
@@ -273,7 +294,9 @@ def _deterministic_timing(self, bundle_dir):
 
 def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
     """Selection never sees test labels: with the test labels shuffled, the sampler draws the same parameters
-    and the same trials are tagged Pareto-optimal; only the reported test macro-F1 moves."""
+    and the same trials are tagged Pareto-optimal; only the reported test macro-F1 moves. Each run has a cache
+    of its own, so the permuted run trains its own teacher (with its TF-IDF member's weight) and distils its own
+    students: a leak of test labels into any of those would change its draws too."""
     from dataclasses import replace
 
     import numpy as np
@@ -297,7 +320,7 @@ def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
         monkeypatch.setattr(study_config, "split_corpus", split)
         assert main(["--objective", "pareto", "--n-trials", "3", "--quick", "--study-name", name, "--students",
                      "scratch-tiny", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
-                     "--cache-dir", stores["cache"], "--seed", "5", "--keep-models", "none"]) == 0
+                     "--cache-dir", str(stores["root"] / f"cache-{name}"), "--seed", "5", "--keep-models", "none"]) == 0
         study = optuna.load_study(study_name=f"{name}.scratch-base.scratch-tiny", storage=stores["storage"])
         client = MlflowClient(tracking_uri=stores["tracking"])
         runs = client.search_runs([client.get_experiment_by_name(name).experiment_id], "tags.role = 'trial'")

@@ -244,6 +244,8 @@ def _run_repeat(cfg: StudyConfig, ab: AblationSettings, plan: _Plan, repeat: int
     baseline = run_baseline(split, cfg.measure, seed)
     rows.add(row_facts, inputs, repeat, seed, "baseline", "TF-IDF+LR", None,
              {"macro_f1": baseline.macro_f1, "accuracy": baseline.accuracy, **baseline.speed.as_metrics(),
+              "latency_e2e_ms": baseline.speed.latency_ms,  # it takes raw text: its latency is end to end
+              "macro_f1_validation": baseline.macro_f1_validation,
               "size_mb": baseline.size_bytes / 1e6}, {})
     for tspec in plan.teachers:
         teacher = prepare_teacher(tspec, split, cfg.train, cfg.cache_dir, seed, log=say, progress=not cfg.quiet,

@@ -174,23 +174,25 @@ def model_facts(plan: TeacherPlan, students: tuple[ModelSpec, ...],
 
 
 def timing_footing(cfg: StudyConfig) -> dict[str, str]:
-    """What an absolute latency depends on besides the model: a study's latencies compare only on one footing."""
+    """What a latency ratio to the teacher still depends on besides the two models: the CPU (int8 kernels gain
+    more on some), the threads and the padding. A study's trials compare only on one footing."""
     return {"cpu": machine_facts()["cpu"], "threads": str(cfg.measure.threads),
             "fixed_length": str(cfg.measure.fixed_length)}
 
 
 def check_timing_footing(name: str, existing: optuna.Study, footing: dict[str, str]) -> None:
-    """The latency objective is absolute (ms per text at batch 1), so a study resumes only on the CPU model,
-    --threads and --fixed-length it was started with (otherwise its trials' latencies would not compare)."""
+    """The latency objective is relative to the teacher timed side by side, which cancels a machine's load but
+    not its kind: the ratio moves with the CPU model, --threads and --fixed-length. So a study resumes only on
+    the footing it was started with (otherwise its trials' latency ratios would not compare)."""
     recorded = existing.user_attrs.get("timing_footing")
     if not recorded:
         return
     flags = {"cpu": "CPU model", "threads": "--threads", "fixed_length": "--fixed-length"}
     changed = [f"{flags[k]} {recorded[k]!r} (now {footing[k]!r})" for k in flags if recorded.get(k) != footing[k]]
     if changed:
-        raise UserError(f"study {name!r} was timed with {'; '.join(changed)}: its latency objective is absolute, so "
-                        "latencies taken otherwise would not compare; resume it as it was started or use another "
-                        "--study-name")
+        raise UserError(f"study {name!r} was timed with {'; '.join(changed)}: its latency objective is a ratio to "
+                        "the teacher, and that ratio depends on the CPU, the threads and the padding, so trials "
+                        "timed otherwise would not compare; resume it as it was started or use another --study-name")
 
 
 def keep_stored_space(name: str, existing: optuna.Study, space: SearchSpace,
