@@ -23,6 +23,7 @@ from study.core.config import MeasureSettings
 from objectives.context import TrialContext
 from study.core.data import DataSplit
 from study.core.errors import UserError, space_errors
+from study.core.timing_lock import training_step
 from study.core.training import Encoded, encode, macro_f1, pad_batch
 
 # The objectives' MLflow metric names:
@@ -179,8 +180,10 @@ def calibration_batches(train: Encoded, pad_id: int, examples: int = 128, batch_
 
 def export_bundle(model, tokenizer, quant: QuantConfig | str, out: Path, max_length: int,
                   labels: tuple[str, ...], calibration=None) -> Servable:
-    """Quantize/export ``model`` into the bundle folder ``out`` (model, tokenizer, metadata)."""
-    servable = quantize(model, quant, out / "model", calibration)
+    """Quantize/export ``model`` into the bundle folder ``out`` (model, tokenizer, metadata); the export and its
+    calibration run as one training step of the timing lock (they load the cores: not while a study times)."""
+    with training_step():
+        servable = quantize(model, quant, out / "model", calibration)
     tokenizer.save_pretrained(str(out / "tokenizer"))
     write_metadata(out, scheme=servable.scheme, runtime=servable.runtime, quantizes=servable.quantizes,
                    max_length=max_length, labels=labels)

@@ -23,13 +23,13 @@ def test_median_interval_uses_the_widest_order_statistics_that_reach_95_percent(
     assert (low, high, coverage) == (1.0, 3.0, 0.75)
 
 
-def _hold_the_timing_lock(directory: str) -> None:
+def _hold_the_timing_lock(directory: str, seconds: float = 0.5) -> None:
     os.environ["STUDY_TIMING_LOCK_DIR"] = directory
     from study.core.timing_lock import timing_exclusive
 
     with timing_exclusive():
         open(os.path.join(directory, "locked"), "w").close()
-        time.sleep(0.5)
+        time.sleep(seconds)
         open(os.path.join(directory, "released"), "w").close()
 
 
@@ -47,6 +47,49 @@ def test_a_training_step_waits_while_another_process_times(tmp_path, monkeypatch
         assert (tmp_path / "released").exists()  # the step could only start once the timing had finished
     timing.join(30)
     assert timing.exitcode == 0
+
+
+def test_scoring_and_exporting_wait_while_another_process_times(trained_tiny, demo_split, tmp_path, monkeypatch):
+    """Not only optimizer steps: scoring the served artifact (every core) and exporting it wait too."""
+    import copy
+
+    from objectives.measure import evaluate
+    from objectives.trial import export_bundle
+    from study.core.training import encode, torch_logits
+
+    monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(tmp_path))
+    model, tok = trained_tiny
+    texts, labels = demo_split.test.texts[:16], demo_split.test.labels[:16]
+    enc = encode(tok, texts, 64)
+    work = {
+        "torch_logits": lambda: torch_logits(model, enc, tok.pad_token_id),
+        "export": lambda: export_bundle(copy.deepcopy(model), tok, "onnx_dynamic_int8", tmp_path / "bundle", 64,
+                                        demo_split.label_names),
+        "evaluate": lambda: evaluate(export_bundle(copy.deepcopy(model), tok, "none", tmp_path / "torch", 64,
+                                                   demo_split.label_names).predictor, enc, labels, tok.pad_token_id),
+    }
+    hold = 3.0
+    for name, job in work.items():
+        start = time.monotonic()
+        job()  # nobody times: it runs at once, well within the hold below
+        alone = time.monotonic() - start
+        assert alone < hold / 2, (name, alone)
+        for marker in ("locked", "released"):
+            (tmp_path / marker).unlink(missing_ok=True)
+        timing = multiprocessing.get_context("spawn").Process(target=_hold_the_timing_lock,
+                                                              args=(str(tmp_path), hold))
+        timing.start()
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "locked").exists():
+            assert time.monotonic() < deadline and timing.is_alive(), "the timing process never took the lock"
+            time.sleep(0.01)
+        start = time.monotonic()
+        job()
+        waited = time.monotonic() - start
+        # it could only run once the timing had finished: it took the rest of the hold, not its own time
+        assert (tmp_path / "released").exists() and waited > hold / 2 > alone, (name, waited, alone)
+        timing.join(30)
+        assert timing.exitcode == 0
 
 
 @pytest.fixture(scope="module")

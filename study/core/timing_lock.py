@@ -1,5 +1,9 @@
 """A machine-wide lock that a timing holds alone and training steps share, so no timing overlaps training.
 
+"Training steps" are every stretch of heavy compute a study does besides timing: optimizer steps, scoring
+batches (validation each epoch, teacher logits, the served artifact on validation and test) and an artifact's
+export with its calibration.
+
 Two flock files make it, without starving the timing: a timing first takes the gate exclusively (training
 steps only pass the gate briefly), then waits for the steps in flight to finish (the work lock). The kernel
 releases flock locks when a process dies, so a killed worker never leaves the machine locked.
@@ -46,7 +50,8 @@ def timing_exclusive():
 
 @contextmanager
 def training_step():
-    """Held around one training step: waits while any process on this machine is timing."""
+    """Held around one training step (or scoring batch, or export): waits while any process on this machine is
+    timing. Not re-entrant: never nest two."""
     gate, work = _lock_fd("gate"), _lock_fd("work")
     with _held(gate, fcntl.LOCK_SH):  # the gate only orders entry: a waiting timer blocks new steps
         fcntl.flock(work, fcntl.LOCK_SH)

@@ -136,7 +136,8 @@ def torch_logits(model, enc: Encoded, pad_id: int, batch_size: int = 64, device=
     try:
         for batch in ordered_batches(len(order), batch_size):
             index = order[batch]
-            out[index] = forward(model, enc, index, pad_id, device).cpu().numpy()
+            with training_step():  # scoring loads the cores as training does: not while a study is timing
+                out[index] = forward(model, enc, index, pad_id, device).cpu().numpy()
     finally:
         model.to(home)
     return out
