@@ -86,8 +86,7 @@ def add_baseline(reference: Reference, split: DataSplit, cfg: StudyConfig) -> No
     metrics = reference.metrics
     baseline = run_baseline(split, cfg.measure, cfg.seed)
     metrics.update(baseline.as_metrics())
-    interval, delta = bootstrap_macro_f1(split.test.labels, reference.test_predictions, baseline.predictions,
-                                         seed=cfg.seed)
+    _, delta = bootstrap_macro_f1(split.test.labels, reference.test_predictions, baseline.predictions, seed=cfg.seed)
     own, _ = bootstrap_macro_f1(split.test.labels, baseline.predictions, seed=cfg.seed)
     metrics.update(baseline_macro_f1_ci_low=own.low, baseline_macro_f1_ci_high=own.high,
                    teacher_macro_f1_delta_vs_baseline=metrics["teacher_macro_f1"] - baseline.macro_f1,
@@ -95,7 +94,7 @@ def add_baseline(reference: Reference, split: DataSplit, cfg: StudyConfig) -> No
                    teacher_macro_f1_delta_vs_baseline_ci_high=delta.high)
     # from raw text, both: the baseline's latency includes its feature extraction (not paired: in this process)
     metrics["baseline_latency_vs_teacher"] = baseline.speed.latency_ms / metrics["teacher_latency_e2e_ms"]
-    verdict = ("a finding" if delta.excludes_zero() else "within noise")
+    verdict = "a finding" if delta.excludes_zero() else "within noise"
     say(f"[baseline] TF-IDF + logistic regression (scikit-learn): test macro-F1 {baseline.macro_f1:.4f} (95% CI "
         f"{own.low:.4f}-{own.high:.4f}), {baseline.speed.latency_ms:.2f} ms/example at batch 1 from raw text, "
         f"{baseline.size_bytes / 1e6:.2f} MB; the teacher minus the baseline: "
