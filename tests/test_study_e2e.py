@@ -294,13 +294,15 @@ def _deterministic_timing(self, bundle_dir):
 
 def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
     """Selection never sees test labels: with the test labels shuffled, the sampler draws the same parameters
-    and the same trials are tagged Pareto-optimal; only the reported test macro-F1 moves. Each run has a cache
-    of its own, so the permuted run trains its own teacher (with its TF-IDF member's weight) and distils its own
-    students: a leak of test labels into any of those would change its draws too."""
+    and the same trials are tagged Pareto-optimal; only the reported test macro-F1 moves. Each run has a student
+    cache of its own (the teacher and tokenizer are shared), so the permuted run distils its own students: a
+    leak of test labels into distillation would change its values too."""
     from dataclasses import replace
+    from pathlib import Path
 
     import numpy as np
 
+    from benchmarks.common import cold_student_cache
     from objectives.timing import PairedTimer
     from study.orchestration import pair_study
 
@@ -320,7 +322,8 @@ def test_permuting_the_test_labels_changes_no_choice(stores, monkeypatch):
         monkeypatch.setattr(study_config, "split_corpus", split)
         assert main(["--objective", "pareto", "--n-trials", "3", "--quick", "--study-name", name, "--students",
                      "scratch-tiny", "--storage", stores["storage"], "--tracking-uri", stores["tracking"],
-                     "--cache-dir", str(stores["root"] / f"cache-{name}"), "--seed", "5", "--keep-models", "none"]) == 0
+                     "--cache-dir", str(cold_student_cache(Path(stores["cache"]), stores["root"] / f"cache-{name}")),
+                     "--seed", "5", "--keep-models", "none"]) == 0
         study = optuna.load_study(study_name=f"{name}.scratch-base.scratch-tiny", storage=stores["storage"])
         client = MlflowClient(tracking_uri=stores["tracking"])
         runs = client.search_runs([client.get_experiment_by_name(name).experiment_id], "tags.role = 'trial'")
