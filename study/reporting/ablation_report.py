@@ -10,6 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from study.reporting.compare import noise_note
 from study.reporting.report import write_html
 
 METRICS = (("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("latency_ms", "latency ms (batch 1)"),
@@ -48,8 +49,8 @@ def markdown(table: pd.DataFrame, reference: pd.DataFrame | None, repeats: int) 
         low, high = (row.get(f"{INTERVALS[name]}_ci_{end}") if name in INTERVALS else None for end in ("low", "high"))
         if low is None or high is None or pd.isna(low) or pd.isna(high):
             return text
-        noise = 1.0 if name == "speedup" else 0.0  # no difference: a ratio of 1, a delta of 0
-        return text + f" ({low:.{digits}f} to {high:.{digits}f}{', within noise' if low <= noise <= high else ''})"
+        no_change = 1.0 if name == "speedup" else 0.0  # a ratio of 1, a delta of 0
+        return text + f" ({low:.{digits}f} to {high:.{digits}f}{noise_note(low, high, no_change)})"
 
     lines = ["# Ablation: the paper's technique grid, measured on this machine", "",
              f"{'Mean ± std over ' + str(repeats) + ' seeds' if repeats > 1 else 'One seed, with 95% intervals'}; "

@@ -79,6 +79,12 @@ def _pick(points: list[dict], rule: Rule) -> dict | None:
     return max(eligible, key=score) if eligible else None
 
 
+def noise_note(low: float | None, high: float | None, no_change: float = 0.0) -> str:
+    """", within noise" when the interval [low, high] holds ``no_change`` (0 for a difference, 1 for a ratio):
+    a difference is a finding only when its interval excludes no change; "" otherwise or without an interval."""
+    return ", within noise" if low is not None and high is not None and low <= no_change <= high else ""
+
+
 def _cells(point: dict | None) -> list[str]:
     if point is None:
         return ["none qualifies", "", "", "", ""]
@@ -87,8 +93,8 @@ def _cells(point: dict | None) -> list[str]:
         return f" ({fmt.format(point[key][0])} to {fmt.format(point[key][1])})" if key in point else ""
 
     delta = f"{point['delta_f1']:+.2f}{ci('delta_f1_ci', '{:+.2f}')}"
-    if "delta_f1_ci" in point and point["delta_f1_ci"][0] <= 0 <= point["delta_f1_ci"][1]:
-        delta += ", within noise"
+    if "delta_f1_ci" in point:
+        delta += noise_note(*point["delta_f1_ci"])
     return [point["model"], f"{point['macro_f1']:.2f}{ci('macro_f1_ci', '{:.2f}')}", delta,
             f"{point['speedup']:.2f}x{ci('speedup_ci', '{:.2f}')}", f"{point['compression']:.2f}x"]
 

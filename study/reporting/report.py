@@ -264,6 +264,7 @@ def _write_comparison(trials, reference: Path, path: Path) -> Path:
 
 def picks_markdown(trials, budgets: Budgets) -> str:
     """Every pick rule's model as a table: chosen on validation, reported with test numbers and intervals."""
+    from study.reporting.compare import noise_note
     from study.reporting.picks import DEFAULT_TABLE_RULES, loss_points, pick_each
 
     feasible = [t for t in trials if budgets.feasible(t)]
@@ -282,9 +283,8 @@ def picks_markdown(trials, budgets: Budgets) -> str:
         value = m.get(key)
         return "n/a" if value is None else f"{value:.{digits}f}"
 
-    def noise(m, key, none):  # a difference is a finding only when its interval excludes no change
-        low, high = m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
-        return ", within noise" if low is not None and high is not None and low <= none <= high else ""
+    def noise(m, key, no_change):
+        return noise_note(m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high"), no_change)
 
     for rule, trial, why in (pick_each(feasible, DEFAULT_TABLE_RULES) if feasible else []):
         if trial is None:
