@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                         "the variants --variants-per-distillation auto queues), so a shorter run would count a "
                         "larger share of cheap variants than a real study does")
     p.add_argument("--students", default=",".join(DEFAULT_STUDENTS), help="comma-separated students")
+    p.add_argument("--full", action="store_true", help="measure the full setting only (default: the quick and the "
+                                                         "full setting)")
     add_variants_flag(p, "; a fixed K makes the count of distillations and variants independent of the timings")
     args = p.parse_args(argv)
     from objectives.measure import machine_facts
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--n-trials must be at least 1, got {args.n_trials}")
         students = tuple(names(args.students))
         results = []
-        for quick in ((True,) if args.quick else (True, False)):
+        if args.quick and args.full:
+            raise UserError("--quick and --full each pick one setting: give one of them, or neither for both")
+        for quick in ((True,) if args.quick else (False,) if args.full else (True, False)):
             say(f"[bench] {'quick' if quick else 'full'} setting: {args.n_trials} trial(s) per pair ...")
             results.append(measure_setting(args, quick, args.n_trials, students))
         facts = machine_facts()

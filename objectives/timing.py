@@ -17,7 +17,7 @@ import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +201,7 @@ def _candidate_throughput_and_e2e(bundle, call, texts: list[str], latency_texts:
     rate = throughput(call, batches, [len(b[0]) for b in batches], settings)
     e2e = lambda item: bundle.predict(item)  # noqa: E731 - raw texts in, labels out
     raw = [[t] for t in latency_texts]
-    warm_up(e2e, raw, settings)
+    warm_up(e2e, raw, replace(settings, warmup_seconds=0.0))  # its network is warm from the blocks: tokenizer only
     e2e_times: list[float] = []
 
     def one_pass() -> float:

@@ -118,6 +118,14 @@ def test_samplers_benchmark_rejects_unknown_samplers(capsys):
     assert "grid" in capsys.readouterr().err
 
 
+def test_throughput_benchmark_refuses_quick_with_full(tmp_path, capsys):
+    from benchmarks.throughput import main
+
+    out = tmp_path / "throughput.json"
+    assert main(["--quick", "--full", "--json-out", str(out)]) == 2
+    assert "--quick and --full each pick one setting" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.slow
 def test_throughput_benchmark_reports_trials_per_hour_and_stages(tmp_path, capsys):
     from benchmarks.throughput import STAGES, main

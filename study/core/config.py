@@ -63,7 +63,10 @@ class MeasureSettings:
     #                   end-to-end latency: at most this many ...
     min_repeats: int = 3  # ... and at least this many, stopping as soon as their pass-to-pass CV <= stop_cv
     stop_cv: float = 0.03
-    min_pass_seconds: float = 0.5  # a timed pass repeats whole sweeps over its inputs until it lasts this long
+    # a timed pass repeats whole sweeps over its inputs until it lasts this long; 0.25 s (0.5 s before #18): a block
+    # of the paired timing then takes about 1.1 s instead of 1.8 s, its three passes lie closer together in time (the
+    # ratio pairs better), and the paired ratio's interval was no wider (docs/metrics.md, "When timing stops")
+    min_pass_seconds: float = 0.25
     max_cv: float = 0.10  # a measurement whose pass-to-pass CV exceeds this is taken again ...
     max_attempts: int = 3  # ... up to this many times in all; the steadiest attempt is reported
     throughput_batch_size: int = 32
@@ -71,8 +74,13 @@ class MeasureSettings:
     fixed_length: int | None = None  # pad every timed input to this many tokens (None: real lengths)
     paired_blocks: int = 6  # blocks of (teacher, candidate, teacher in ONNX Runtime) passes in the timing process;
     #                         6 is the fewest whose min..max of paired ratios covers the median with >= 95%
-    max_paired_blocks: int = 10  # more blocks, up to this many, while latency_vs_teacher's interval is wider than
-    interval_tolerance: float = 0.10  # +- this fraction of its median (docs/metrics.md, "When timing stops")
+    # more blocks, up to this many, while latency_vs_teacher's interval is wider than +- interval_tolerance of its
+    # median (docs/metrics.md, "When timing stops"); 9, not 10 (before #18): the interval first drops the extremes at
+    # 9 blocks (2nd..8th smallest, 96.1%), a 10th block does not narrow it further (2nd..9th), and blocks 7 and 8
+    # can only widen min..max; +-15%, not 10%: at +-10% 31 of 40 full-setting trials ran to the cap, so the rule
+    # cost 4 blocks per trial and still ended wider (about +-20%); the front's students differ by far more
+    max_paired_blocks: int = 9
+    interval_tolerance: float = 0.15
     timing_process_tasks: int = 10  # artifacts a timing process times before a fresh one replaces it
 
     def all_cores(self) -> MeasureSettings:
