@@ -49,6 +49,20 @@ def test_a_training_step_waits_while_another_process_times(tmp_path, monkeypatch
     assert timing.exitcode == 0
 
 
+def test_a_lock_folder_that_does_not_exist_yet_is_made(tmp_path, monkeypatch):
+    """$STUDY_TIMING_LOCK_DIR naming a folder not made yet (e.g. one shared by studies started side by side)."""
+    folder = tmp_path / "not" / "made"
+    monkeypatch.setenv("STUDY_TIMING_LOCK_DIR", str(folder))
+    from study.core.timing_lock import timing_exclusive, training_step
+
+    with timing_exclusive():
+        pass
+    with training_step():
+        pass
+    assert sorted(p.name for p in folder.iterdir()) == ["bert-compress-study-timing.gate.lock",
+                                                        "bert-compress-study-timing.work.lock"]
+
+
 def test_scoring_and_exporting_wait_while_another_process_times(trained_tiny, demo_split, tmp_path, monkeypatch):
     """Not only optimizer steps: scoring the served artifact (every core) and exporting it wait too."""
     import copy
@@ -199,6 +213,28 @@ def test_blocks_stop_at_the_minimum_when_the_interval_is_tight_and_add_more_whil
     monkeypatch.setattr(timing, "latency_pass", _scripted([0.10, 0.30, 0.20, 0.12, 0.28, 0.20]))
     medians, _ = timing._paired_blocks(_scripted_calls(), settings)
     assert len(medians["candidate"]) == 10  # 0.12..0.28 around 0.20 stays wider than +-10%: up to the maximum
+
+
+def test_the_default_stopping_rule_stops_at_6_blocks_within_15_percent_and_never_runs_a_10th(monkeypatch):
+    """The shipped defaults (#18): 6 blocks at least, at most 9, tight at +-15% of the median ratio; 9 is where
+    the interval of the median first drops the extremes (2nd..8th smallest)."""
+    import objectives.timing as timing
+
+    monkeypatch.setattr(timing, "warm_up", lambda *a: None)
+    settings = replace(MeasureSettings(), warmup=0)
+    assert (settings.paired_blocks, settings.max_paired_blocks, settings.interval_tolerance) == (6, 9, 0.15)
+    # 0.175..0.225 around 0.20 is within +-15% (not +-10%, the rule before #18): the minimum, 6 blocks
+    monkeypatch.setattr(timing, "latency_pass", _scripted([0.20, 0.225, 0.175, 0.21, 0.19, 0.20]))
+    medians, _ = timing._paired_blocks(_scripted_calls(), settings)
+    assert len(medians["candidate"]) == 6
+    # 0.10..0.30 stays wider than +-15% however many blocks: up to 9, never a 10th
+    monkeypatch.setattr(timing, "latency_pass", _scripted([0.10, 0.30, 0.20, 0.12, 0.28, 0.20, 0.10, 0.30, 0.20]))
+    medians, _ = timing._paired_blocks(_scripted_calls(), settings)
+    assert len(medians["candidate"]) == 9
+    ordered = sorted(medians["candidate"])
+    low, high, coverage = timing.median_interval(medians["candidate"])
+    assert (low, high) == (ordered[1], ordered[7]) and coverage == pytest.approx(1 - 2 * 10 / 512)  # 96.1%
+    assert timing.median_interval(ordered[:8])[:2] == (ordered[0], ordered[7])  # at 8 blocks: still min..max
 
 
 def test_a_teacher_is_warmed_up_fully_once_per_timing_process(monkeypatch):

@@ -27,6 +27,7 @@ def _lock_fd(name: str) -> int:
     directory = Path(os.environ.get(LOCK_DIR_ENV) or tempfile.gettempdir())
     path = str(directory / f"bert-compress-study-timing.{name}.lock")
     if path not in _files:
+        directory.mkdir(parents=True, exist_ok=True)  # a $STUDY_TIMING_LOCK_DIR not made yet is made, not a crash
         _files[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     return _files[path]
 
