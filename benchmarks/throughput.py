@@ -49,8 +49,26 @@ def measure_setting(args: argparse.Namespace, quick: bool, n_trials: int, studen
             "setup_s": wall - trial_total,  # teacher (trained or cached), reference timing, baseline, fronts
             **reuse_counts(trials),  # distillations, cache hits, hit rate, queued variants
             "timing_s_per_trial": stages["measure"],  # what the isolated, paired timing adds to each trial
+            **timing_stops(trials),  # where the paired timing stopped, and how wide it was then
             "max_epochs": cfg.train.max_epochs, "train_examples_limit": cfg.train.max_train_examples,
             "max_length": cfg.train.max_length}
+
+
+def timing_stops(trials: list) -> dict:
+    """How many paired blocks each trial's timing took (a count per number of blocks) and the half-width of its
+    latency_vs_teacher interval relative to the ratio (the wider side), per trial in trial order: what the
+    stopping rule (docs/metrics.md, "When timing stops") did in this run."""
+    blocks: dict[str, int] = {}
+    widths = []
+    for t in trials:
+        m = t.user_attrs["metrics"]
+        key = str(int(m["timing_blocks"]))
+        blocks[key] = blocks.get(key, 0) + 1
+        ratio = m["latency_vs_teacher"]
+        widths.append(max(m["latency_vs_teacher_ci_high"] - ratio, ratio - m["latency_vs_teacher_ci_low"]) / ratio)
+    return {"timing_blocks": dict(sorted(blocks.items(), key=lambda kv: int(kv[0]))),
+            "latency_vs_teacher_half_widths": widths,
+            "median_half_width": statistics.median(widths) if widths else float("nan")}
 
 
 def table(result: dict) -> str:
@@ -62,7 +80,10 @@ def table(result: dict) -> str:
                      + " ".join(f"{r['stage_mean_s'][s]:9.1f}" for s in STAGES) + f" {r['setup_s']:8.0f}"
                      + f" {r['cache_hit_rate']:8.0%} {r['distillations']:7d} {r['variants']:8d}")
     for r in result["settings"]:
-        lines.append(f"{r['setting']}: the isolated timing (measure) adds {r['timing_s_per_trial']:.1f} s per trial.")
+        stops = ", ".join(f"{n} at {b}" for b, n in r["timing_blocks"].items())
+        lines.append(f"{r['setting']}: the isolated timing (measure) adds {r['timing_s_per_trial']:.1f} s per trial; "
+                     f"trials by paired blocks timed: {stops}; median half-width of latency_vs_teacher's interval "
+                     f"{r['median_half_width']:.1%} of the ratio.")
     lines.append(f"Teacher {result['teacher']}, students {','.join(result['students'])}, on {result['machine']}. "
                  "Stage columns are mean seconds per trial; trials/h = 3600 x trials / summed trial time; setup = "
                  "teacher training or cache load, the teacher's reference timing, the baseline and the fronts; "

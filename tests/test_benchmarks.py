@@ -145,11 +145,16 @@ def test_throughput_benchmark_reports_trials_per_hour_and_stages(tmp_path, capsy
     # a cold student cache: trial 0 distils and queues variants of its T and lambda; trial 1 is one, a cache hit
     assert (quick["distillations"], quick["cache_hits"], quick["variants"]) == (1, 1, 1)
     assert quick["cache_hit_rate"] == 0.5 and quick["timing_s_per_trial"] == quick["stage_mean_s"]["measure"]
+    # each trial's timing stopped between the protocol's minimum and maximum number of blocks
+    assert sum(quick["timing_blocks"].values()) == 2 and all(6 <= int(b) <= 9 for b in quick["timing_blocks"])
+    widths = quick["latency_vs_teacher_half_widths"]
+    assert len(widths) == 2 and all(w >= 0 for w in widths)
+    assert quick["median_half_width"] == pytest.approx(sum(widths) / 2)  # the median of two: their mean
     assert not (tmp_path / "cache" / "students").exists()  # the students stayed in the setting's own cache
     assert any((tmp_path / "cache" / "teachers").iterdir())  # the teacher is kept for later runs
     printed = capsys.readouterr().out
     assert "trials/h" in printed and "hit rate" in printed and "50%" in printed
-    assert "the isolated timing (measure) adds" in printed
+    assert "the isolated timing (measure) adds" in printed and "trials by paired blocks timed: " in printed
 
 
 @pytest.mark.slow
