@@ -14,6 +14,7 @@ from pathlib import Path
 
 from benchmarks.common import (benchmark_parser, cold_student_cache, data_path, finish, names, pair_trials,
                                reuse_counts, study_config)
+from objectives.timing import relative_half_width
 from study.core.config import DEFAULT_STUDENTS, add_variants_flag
 from study.core.errors import UserError
 from study.reporting.progress import say
@@ -64,8 +65,8 @@ def timing_stops(trials: list) -> dict:
         m = t.user_attrs["metrics"]
         key = str(int(m["timing_blocks"]))
         blocks[key] = blocks.get(key, 0) + 1
-        ratio = m["latency_vs_teacher"]
-        widths.append(max(m["latency_vs_teacher_ci_high"] - ratio, ratio - m["latency_vs_teacher_ci_low"]) / ratio)
+        widths.append(relative_half_width(m["latency_vs_teacher_ci_low"], m["latency_vs_teacher_ci_high"],
+                                          m["latency_vs_teacher"]))
     return {"timing_blocks": dict(sorted(blocks.items(), key=lambda kv: int(kv[0]))),
             "latency_vs_teacher_half_widths": widths,
             "median_half_width": statistics.median(widths) if widths else float("nan")}

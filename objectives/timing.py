@@ -188,8 +188,13 @@ def _tight(medians: dict[str, list[float]], settings: MeasureSettings) -> bool:
     ``settings.interval_tolerance`` of that median on both sides."""
     relative = [c / t for t, c in zip(medians["teacher"], medians["candidate"])]
     low, high, _ = median_interval(relative)
-    middle = statistics.median(relative)
-    return high - middle <= settings.interval_tolerance * middle and middle - low <= settings.interval_tolerance * middle
+    return relative_half_width(low, high, statistics.median(relative)) <= settings.interval_tolerance
+
+
+def relative_half_width(low: float, high: float, middle: float) -> float:
+    """The wider side of the interval [low, high] around ``middle``, as a share of ``middle``: what the stopping
+    rule compares with ``interval_tolerance``."""
+    return max(high - middle, middle - low) / middle
 
 
 def _candidate_throughput_and_e2e(bundle, call, texts: list[str], latency_texts: list[str],
